@@ -1,0 +1,60 @@
+"""Developer and CI sessions: ``nox -s tests`` is the README's test command and what CI runs."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.sessions = ["tests", "lint", "typing"]
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite, against real PostgreSQL clusters started by the fixtures."""
+    # The lock keeps a fresh machine's install to seconds: unconstrained, pip backtracks for
+    # minutes through s3fs/gcsfs/aiobotocore/boto3 releases that pin each other exactly.
+    session.install("-c", "constraints/test.txt", "-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: lint rules, and formatting as ruff format writes it."""
+    session.install("ruff")
+    paths = ["src", "tests", "benchmarks", "plugins", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy strict on the package."""
+    # The shipped test kit (pgvault.testing) imports pytest and the sink extras: type-check
+    # against the same locked environment the tests use.
+    session.install("-c", "constraints/test.txt", "-e", ".[test]", "mypy")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def plugins(session: nox.Session) -> None:
+    """Install each separately packaged plugin in plugins/ beside the core; run its own tests."""
+    from pathlib import Path
+
+    folders = sorted(p.parent for p in Path("plugins").glob("*/pyproject.toml"))
+    if not folders:
+        session.error("no plugin packages in plugins/")
+    for folder in folders:
+        session.install("-e", ".", "-e", f"{folder}[test]")
+        with session.chdir(folder):
+            session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def benchmarks(session: nox.Session) -> None:
+    """Build a dataset, measure, and write docs/benchmarks.md with its chart (slow: ~30 min)."""
+    # lz4 is measured to decide whether it is worth offering; it is not a pgvault dependency.
+    session.install("-e", ".", "lz4")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
