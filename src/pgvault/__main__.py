@@ -1,0 +1,7 @@
+"""``python -m pgvault``: the same as the ``pgvault`` command."""
+
+import sys
+
+from pgvault.cli import main
+
+sys.exit(main())

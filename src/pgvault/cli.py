@@ -1,0 +1,555 @@
+"""The ``pgvault`` command: a thin layer over the Python API.
+
+Each command takes the config path first. Data goes to stdout (``--json`` where it prints data);
+errors are one line on stderr, with a traceback only under ``--debug``. Exit codes: 0 success,
+1 failure (backup failed, verification found a problem), 2 bad usage or config, 130 interrupted.
+``check`` exits like a Nagios plugin instead: 0 OK, 1 WARNING, 2 CRITICAL, and 2 too when it cannot
+check at all (config error, bug), with a ``CRITICAL:`` line on stdout for monitors that read only
+that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pgvault.config import PipelineConfig, load_config
+from pgvault.drill import drill as run_drill
+from pgvault.exceptions import Aborted, ConfigError, PgVaultError
+from pgvault.health import check as check_vault
+from pgvault.manifest import Manifest
+from pgvault.observability import setup_logging
+from pgvault.pipeline import pgvault_version
+from pgvault.pipeline import run as run_backup
+from pgvault.progress import TerminalProgress, human_bytes
+from pgvault.pruning import PruneResult
+from pgvault.pruning import prune as prune_vault
+from pgvault.restore import list_archive
+from pgvault.restore import restore as restore_backup
+from pgvault.transforms.api import DecodeContext
+from pgvault.vault import Vault, VerifyReport
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CRITICAL = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("pgvault")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, like every other mistake
+        self.exit(EXIT_USAGE, f"pgvault: error: {message} (see --help)\n")
+
+
+def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
+    """The flags every command takes, before or after the command name."""
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks and debug logs"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log progress steps"
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="no progress line; only warnings and errors on stderr",
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    _add_common(common, default=False)
+    # Subcommands take the same flags, but their defaults must not reset what was given before
+    # the command (`pgvault --debug run …`): SUPPRESS leaves unset flags out of the namespace.
+    sub_common = _Parser(add_help=False)
+    _add_common(sub_common, default=argparse.SUPPRESS)
+
+    parser = _Parser(
+        prog="pgvault",
+        description="Back PostgreSQL up and bring it back.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"pgvault {pgvault_version()}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[sub_common])
+        p.add_argument("config", type=Path, help="pipeline config (TOML)")
+        return p
+
+    p = command("run", "take one backup; prints its id as the last line")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    p = command("list", "list complete backups, newest first")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("show", "print a backup's manifest")
+    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+
+    p = command("verify", "re-read artifacts and check their digests")
+    p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
+    p.add_argument("--all", action="store_true", help="verify every complete backup")
+    p.add_argument("--deep", action="store_true", help="also decode and check the dump format")
+    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    p.add_argument("--json", action="store_true", help="print JSON reports")
+
+    p = command("restore", "restore a backup into a new database or folder")
+    p.add_argument("backup", nargs="?", default="latest", help="backup id, id prefix, or 'latest'")
+    p.add_argument(
+        "--before",
+        type=_timestamp,
+        metavar="TIME",
+        help="the newest backup started at or before TIME (ISO 8601; UTC if no zone)",
+    )
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-db", metavar="NAME", help="database to create and restore into")
+    target.add_argument("--target-dir", type=Path, metavar="DIR", help="folder for files backups")
+    target.add_argument("--list", action="store_true", help="print the archive's table of contents")
+    p.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="restore only this table (repeatable)",
+    )
+    p.add_argument(
+        "--schema",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="restore only this schema (repeatable)",
+    )
+    p.add_argument("--no-privileges", action="store_true", help="do not restore GRANTs")
+    p.add_argument("--dsn", help="server to restore to (default: the config's source server)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel restore jobs (default 1)")
+    p.add_argument("--drop-existing", action="store_true", help="replace an existing database")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--no-owner", action="store_true", help="do not restore object ownership")
+    p.add_argument("--role", help="role to restore as (SET ROLE)")
+    p.add_argument("--work-dir", type=Path, help="folder for the temporary file of --jobs > 1")
+    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+
+    p = command("prune", "remove the backups the [retention] policy does not keep")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="change nothing: list every backup with keep/remove and the reason",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan and outcome as JSON")
+
+    p = command(
+        "check", "check the vault against the [check] thresholds (exit 0 OK, 1 WARNING, 2 CRITICAL)"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = command("drill", "restore a backup somewhere harmless and prove it works")
+    p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
+    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    p.add_argument("--json", action="store_true", help="print the drill result as JSON")
+
+    # keygen makes a key, not a backup: the one command without a config.
+    p = sub.add_parser(
+        "keygen",
+        help="make a key file (or an X25519 key pair) for aes-256-gcm",
+        description="Write a new random key file (mode 0600), or with --x25519 an identity PATH "
+        "(private, 0600) and its public key PATH.pub; never overwrites a file.",
+        parents=[sub_common],
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="PATH", help="file to create")
+    p.add_argument("--x25519", action="store_true", help="make an X25519 key pair for recipients")
+    return parser
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.strip().replace(" ", "T"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-20T12:00 or 2026-11-20T12:00+02:00"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pgvault`` command; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("pgvault: interrupted; nothing was left half-written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Aborted as exc:
+        print(f"pgvault: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ConfigError as exc:
+        _report(args, exc)
+        return EXIT_USAGE
+    except PgVaultError as exc:
+        _report(args, exc)
+        return EXIT_FAILED
+    except Exception as exc:
+        # A bug, not a user mistake: say so, in one line unless --debug.
+        _report(args, exc, prefix="internal error (please report it): ")
+        return EXIT_FAILED
+
+
+def _report(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
+    if args.debug:
+        traceback.print_exception(exc)
+    text = str(exc).replace("\n", " ") or type(exc).__name__
+    print(f"pgvault: error: {prefix}{text}", file=sys.stderr)
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pgvault: %(levelname)s: %(message)s"))
+    root = logging.getLogger("pgvault")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _progress(args: argparse.Namespace, label: str) -> TerminalProgress | None:
+    if args.quiet or not TerminalProgress.wanted():
+        return None
+    return TerminalProgress(label)
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    config = load_config(args.config)
+    # The config's [logging] table sets level, format and file; -v, --debug and -q override the
+    # level for this one command.
+    override = (
+        logging.DEBUG
+        if args.debug
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING
+        if args.quiet
+        else None
+    )
+    try:
+        setup_logging(config.logging, stderr_level=override)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open log file: {exc.strerror or exc}", path=config.where(), key="logging.file"
+        ) from exc
+    return config
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    config = _config(args)
+    result = prune_vault(config, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_prune(result)
+    for failure in result.failures:
+        print(
+            f"pgvault: error: could not remove {failure.backup_id}: {failure.message}",
+            file=sys.stderr,
+        )
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _print_prune(result: PruneResult) -> None:
+    plan = result.plan
+    zone = plan.policy.timezone.zone
+    if result.dry_run:
+        words = {True: "keep", False: "remove"}
+    else:
+        failed = {f.backup_id for f in result.failures}
+        words = {True: "kept", False: "removed"}
+    rows = []
+    for d in plan.decisions:
+        action = words[d.keep]
+        if not result.dry_run and not d.keep and d.backup_id in failed:
+            action = "FAILED"
+        when = d.started_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if d.started_at else "?"
+        rows.append((action, d.backup_id, when, ", ".join(d.reasons)))
+    if rows:
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for r in rows:
+            print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+    kept, removed = len(plan.kept), len(plan.removed)
+    if result.dry_run:
+        print(
+            f"dry run ({plan.policy.describe()}): would keep {kept}, remove {removed}; "
+            "nothing was changed"
+        )
+    else:
+        print(
+            f"kept {kept}, removed {len(result.removed)} of {removed}"
+            + (
+                f", {result.partials_removed} unfinished write(s) cleaned"
+                if result.partials_removed
+                else ""
+            )
+        )
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    # Monitors read the exit code and the first stdout line: whatever goes wrong must still be
+    # CRITICAL there, never the WARNING an ordinary failure's exit code 1 would mean.
+    try:
+        config = _config(args)
+        result = check_vault(config)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        prefix = "" if isinstance(exc, PgVaultError) else "internal error (please report it): "
+        _report(args, exc, prefix=prefix)
+        text = str(exc).replace("\n", " ") or type(exc).__name__
+        print(f"CRITICAL: {prefix}{text}")
+        return EXIT_CRITICAL
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in result.lines():
+            print(line)
+    return int(result.status)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    progress = _progress(args, f"backup {config.name}")
+    try:
+        manifest = run_backup(config, progress=progress)
+    finally:
+        if progress:
+            progress.close()
+    if args.json:
+        print(manifest.to_json(), end="")
+    elif sys.stderr.isatty():
+        print(
+            f"backup {manifest.backup_id} complete: {human_bytes(manifest.size)} stored "
+            f"({human_bytes(manifest.raw_size)} raw) in {manifest.duration_seconds:.1f}s",
+            file=sys.stderr,
+        )
+    print(manifest.backup_id)
+    return EXIT_OK
+
+
+def _summary(m: Manifest) -> dict[str, Any]:
+    return {
+        "backup_id": m.backup_id,
+        "started_at": m.to_dict()["started_at"],
+        "kind": m.kind,
+        "size": m.size,
+        "raw_size": m.raw_size,
+        "duration_seconds": round(m.duration_seconds, 3),
+        "source": _source_text(m),
+    }
+
+
+def _source_text(m: Manifest) -> str:
+    src = m.source
+    if m.source_type == "pg_dump":
+        return f"pg_dump {src.get('database', '?')} ({src.get('format', '?')})"
+    if m.source_type == "files":
+        return f"files: {src.get('files', '?')} files"
+    return m.source_type
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    backups = Vault.from_config(config).backups()
+    if args.json:
+        print(json.dumps([_summary(m) for m in backups], indent=2))
+        return EXIT_OK
+    if not backups:
+        print(
+            f"no complete backups in vault {config.name!r} at {config.sink.describe()}",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE")]
+    for m in backups:
+        rows.append(
+            (
+                m.backup_id,
+                m.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                m.kind,
+                human_bytes(m.size),
+                human_bytes(m.raw_size),
+                f"{m.duration_seconds:.1f}s",
+                _source_text(m),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    manifest = Vault.from_config(_config(args)).manifest(args.backup)
+    print(manifest.to_json(), end="")
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    config = _config(args)
+    vault = Vault.from_config(config)
+    manifests = vault.backups() if args.all else [vault.manifest(args.backup)]
+    context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
+    reports: list[VerifyReport] = []
+    for m in manifests:
+        report = vault.verify(m, deep=args.deep, context=context)
+        reports.append(report)
+        if args.json:
+            continue
+        if report.ok:
+            how = "deep" if args.deep else "digests"
+            print(f"OK {m.backup_id}: {len(report.checked)} artifact(s), {how} match")
+            for path, note in report.details.items():
+                print(f"   {path}: {note}")
+        for problem in report.problems:
+            print(f"pgvault: FAILED {m.backup_id}: artifact {problem}", file=sys.stderr)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "backup_id": r.backup_id,
+                        "ok": r.ok,
+                        "deep": r.deep,
+                        "checked": list(r.checked),
+                        "problems": [
+                            {"artifact": p.artifact, "message": p.message} for p in r.problems
+                        ],
+                        "details": r.details,
+                    }
+                    for r in reports
+                ],
+                indent=2,
+            )
+        )
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
+    vault = Vault.from_config(config)
+    if args.list:
+        manifest = (
+            vault.manifest_before(args.before) if args.before else vault.manifest(args.backup)
+        )
+        print(list_archive(config, manifest), end="")
+        return EXIT_OK
+    if not args.target_db and not args.target_dir:
+        raise ConfigError("give --target-db NAME (database backups) or --target-dir DIR (files)")
+    if args.drop_existing and args.target_db and not args.yes:
+        _confirm_drop(args.target_db)
+    progress = _progress(args, "restore")
+    try:
+        result = restore_backup(
+            config,
+            args.backup,
+            target_db=args.target_db,
+            target_dir=args.target_dir,
+            dsn=args.dsn,
+            before=args.before,
+            jobs=args.jobs,
+            drop_existing=args.drop_existing,
+            no_owner=args.no_owner,
+            no_privileges=args.no_privileges,
+            role=args.role,
+            tables=tuple(args.table),
+            schemas=tuple(args.schema),
+            work_dir=args.work_dir,
+            identities=tuple(args.identity),
+            progress=progress,
+        )
+    finally:
+        if progress:
+            progress.close()
+    if result.safety_backup_id:
+        print(f"safety backup of the replaced database: {result.safety_backup_id}")
+    print(f"restored {result.backup_id} into {result.target}")
+    if result.validation is not None:
+        tables = result.validation.tables
+        exact = sum(1 for t in tables if t.exact)
+        print(f"validated {len(tables)} table(s) against the manifest ({exact} counted exactly)")
+    return EXIT_OK
+
+
+def _cmd_drill(args: argparse.Namespace) -> int:
+    config = _config(args)
+    result = run_drill(config, args.backup, identities=tuple(args.identity))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        state = "PASSED" if result.ok else "FAILED"
+        tables = len(result.validation.tables) if result.validation else 0
+        print(
+            f"drill {result.drill_id} of backup {result.backup_id}: {state} in "
+            f"{result.duration_seconds:.1f}s ({tables} table(s) validated, "
+            f"{sum(c.ok for c in result.checks)}/{len(result.checks)} check(s) passed)"
+        )
+        for c in result.checks:
+            mark = "ok  " if c.ok else "FAIL"
+            print(f"  {mark} {c.label}: {c.error or c.value} (expected {c.expected})")
+    if not result.ok:
+        print(f"pgvault: error: drill failed: {result.error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _confirm_drop(name: str) -> None:
+    if not sys.stdin.isatty():
+        raise ConfigError("--drop-existing needs --yes when not run from a terminal")
+    print(
+        f"This replaces database {name!r}: a safety backup is taken, then it is dropped.",
+        file=sys.stderr,
+    )
+    answer = input(f"Type the database name ({name}) to confirm: ").strip()
+    if answer != name:
+        raise Aborted("confirmation did not match; nothing was changed")
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from pgvault import keys
+
+    if args.x25519:
+        identity, pub_path = keys.write_identity(args.out)
+        print(f"wrote identity {args.out} (secret, mode 0600) and {pub_path}", file=sys.stderr)
+        print(f"public key: {identity.recipient}")
+        print(f"key id: {identity.key_id}")
+    else:
+        kid = keys.write_key_file(args.out)
+        print(f"wrote key file {args.out} (secret, mode 0600)", file=sys.stderr)
+        print(f"key id: {kid}")
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "list": _cmd_list,
+    "show": _cmd_show,
+    "verify": _cmd_verify,
+    "restore": _cmd_restore,
+    "prune": _cmd_prune,
+    "check": _cmd_check,
+    "drill": _cmd_drill,
+    "keygen": _cmd_keygen,
+}

@@ -1,0 +1,399 @@
+"""Pipeline config: one TOML file per pipeline, loaded into typed, validated objects.
+
+The file names one source, a chain of transforms and one sink, each by its entry-point ``type``;
+every other key of their tables is an option, checked against the component's attrs fields.
+String values may use ``${VAR}`` (an error if unset) or ``${VAR:-default}``; ``$${`` is a literal
+``${``. Relative paths are resolved against the config file's folder, so a pipeline behaves the
+same from cron as from a shell. Every error names the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+from pgvault.drill import DrillSettings
+from pgvault.exceptions import ConfigError
+from pgvault.health import CheckThresholds
+from pgvault.notify.api import Notifier, notifier_types
+from pgvault.observability import LogSettings
+from pgvault.plugin.components import Kind, load_component
+from pgvault.restore import RestoreSettings
+from pgvault.retention import RetentionPolicy
+from pgvault.sinks.api import Sink
+from pgvault.sources.api import Source
+from pgvault.transforms.api import Transform
+from pgvault.transforms.digest import SUPPORTED as SUPPORTED_CHECKSUMS
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_VAR_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+T = TypeVar("T")
+
+TOP_LEVEL_KEYS = (
+    "name",
+    "source",
+    "transform",
+    "sink",
+    "checksums",
+    "restore",
+    "drill",
+    "retention",
+    "check",
+    "notify",
+    "logging",
+    "metrics_file",
+)
+
+
+@attrs.frozen
+class PipelineConfig:
+    """A loaded pipeline: what to back up, how to transform it, where to store it."""
+
+    name: str
+    """The vault's name; one sink may hold many vaults."""
+    source: Source
+    sink: Sink
+    transforms: tuple[Transform, ...] = ()
+    checksums: tuple[str, ...] = ("sha256",)
+    """Digest algorithms over stored bytes; sha256 is always included."""
+    path: Path | None = None
+    """The file this config was loaded from, for messages."""
+    restore: RestoreSettings = attrs.field(factory=RestoreSettings)
+    """The ``[restore]`` table: validation tolerance, safety backup retention, work folder."""
+    drill: DrillSettings = attrs.field(factory=DrillSettings)
+    """The ``[drill]`` table: where drills restore, and their SQL checks."""
+    retention: RetentionPolicy | None = None
+    """The ``[retention]`` table: which backups ``prune`` keeps; prune refuses to run without it."""
+    check: CheckThresholds = attrs.field(factory=CheckThresholds)
+    """The ``[check]`` table: thresholds of ``pgvault check`` (defaults when absent)."""
+    notify: tuple[Notifier, ...] = ()
+    """The ``[[notify]]`` tables: each handled by the notifier plugin of its ``type``."""
+    logging: LogSettings = attrs.field(factory=LogSettings)
+    """The ``[logging]`` table: level, text or JSON lines, optional rotating file."""
+    metrics_file: Path | None = None
+    """Prometheus textfile (node_exporter) rewritten after each run and check."""
+
+    def where(self) -> str:
+        """The config file's name for messages, or ``<config>`` when built in code."""
+        return str(self.path) if self.path else "<config>"
+
+
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> PipelineConfig:
+    """Read and validate the pipeline config at ``path``.
+
+    ``env`` replaces ``os.environ`` for ``${VAR}`` interpolation (tests, embedding apps).
+    Raises :class:`ConfigError` naming the file and key for every mistake.
+    """
+    file = Path(path)
+    where = str(file)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=where) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", path=where) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not UTF-8 text", path=where) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=where) from None
+    data = _interpolate(data, os.environ if env is None else env, where, "")
+    return parse_config(data, path=file)
+
+
+def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> PipelineConfig:
+    """Build a :class:`PipelineConfig` from an already parsed (and interpolated) mapping."""
+    where = str(path) if path else "<config>"
+    base = path.resolve().parent if path else Path.cwd()
+    _reject_unknown(data, TOP_LEVEL_KEYS, where, "")
+
+    name = data.get("name")
+    if name is None:
+        raise ConfigError(
+            'missing key (the vault\'s name, e.g. name = "app")', path=where, key="name"
+        )
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid vault name {name!r}: use letters, digits, '.', '_' and '-'",
+            path=where,
+            key="name",
+        )
+
+    source_table = _table(data, "source", where, required=True)
+    source = _build("source", source_table, where, "source", base)
+    sink_table = _table(data, "sink", where, required=True)
+    sink = _build("sink", sink_table, where, "sink", base)
+
+    raw_transforms = data.get("transform", [])
+    if isinstance(raw_transforms, dict):
+        raw_transforms = [raw_transforms]
+    if not isinstance(raw_transforms, list):
+        raise ConfigError("expected [[transform]] tables", path=where, key="transform")
+    transforms: list[Any] = []
+    for i, table in enumerate(raw_transforms):
+        key = f"transform[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError("expected a table", path=where, key=key)
+        transforms.append(_build("transform", table, where, key, base))
+
+    checksums_raw = data.get("checksums", ["sha256"])
+    if not isinstance(checksums_raw, list) or not all(isinstance(c, str) for c in checksums_raw):
+        raise ConfigError(
+            'expected a list of names, e.g. ["sha256", "md5"]', path=where, key="checksums"
+        )
+    for c in checksums_raw:
+        if c not in SUPPORTED_CHECKSUMS:
+            raise ConfigError(
+                f"unknown checksum {c!r}{_suggest(c, SUPPORTED_CHECKSUMS)}; known: "
+                + ", ".join(SUPPORTED_CHECKSUMS),
+                path=where,
+                key="checksums",
+            )
+    checksums = ("sha256", *sorted(set(checksums_raw) - {"sha256"}))
+
+    def section(cls: type[T], key: str) -> T:
+        """An optional top-level table, validated like a component's options."""
+        table = _table(data, key, where, required=False)
+        return typing.cast(T, structure(cls, table, where=where, key=key, base=base))
+
+    restore = section(RestoreSettings, "restore")
+    drill = section(DrillSettings, "drill")
+    # No [retention] means prune refuses to run, rather than applying a policy nobody wrote.
+    retention = None if data.get("retention") is None else section(RetentionPolicy, "retention")
+    check = section(CheckThresholds, "check")
+    log_settings = section(LogSettings, "logging")
+    metrics_file = _coerce(data.get("metrics_file"), Path | None, where, "metrics_file", base)
+
+    return PipelineConfig(
+        name=name,
+        source=typing.cast(Source, source),
+        sink=typing.cast(Sink, sink),
+        transforms=tuple(typing.cast(Transform, t) for t in transforms),
+        checksums=checksums,
+        path=path,
+        retention=retention,
+        check=check,
+        notify=_notifiers(data, where, base),
+        logging=log_settings,
+        metrics_file=metrics_file,
+        restore=restore,
+        drill=drill,
+    )
+
+
+def _table(data: Mapping[str, Any], key: str, where: str, *, required: bool) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"missing [{key}] table", path=where, key=key)
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("expected a table", path=where, key=key)
+    return value
+
+
+def _notifiers(data: Mapping[str, Any], where: str, base: Path) -> tuple[Notifier, ...]:
+    """The ``[[notify]]`` tables, each built as the notifier class its ``type`` names."""
+    raw = data.get("notify", [])
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ConfigError("expected [[notify]] tables", path=where, key="notify")
+    if not raw:
+        return ()
+    known = notifier_types()
+    found: list[Notifier] = []
+    for i, table in enumerate(raw):
+        key = f"notify[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError("expected a table", path=where, key=key)
+        type_name = table.get("type")
+        if not isinstance(type_name, str):
+            raise ConfigError(
+                "missing 'type' (which notifier: " + ", ".join(sorted(known)) + ")",
+                path=where,
+                key=f"{key}.type",
+            )
+        cls = known.get(type_name)
+        if cls is None:
+            raise ConfigError(
+                f"unknown notifier type {type_name!r}{_suggest(type_name, known)}; known: "
+                + (", ".join(sorted(known)) or "none installed"),
+                path=where,
+                key=f"{key}.type",
+            )
+        options = {k: v for k, v in table.items() if k != "type"}
+        notifier = structure(cls, options, where=where, key=key, base=base)
+        found.append(typing.cast(Notifier, notifier))
+    return tuple(found)
+
+
+def _suggest(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _reject_unknown(
+    table: Mapping[str, Any], known: typing.Iterable[str], where: str, prefix: str
+) -> None:
+    known = list(known)
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key{_suggest(key, known)}", path=where, key=f"{prefix}{key}"
+            )
+
+
+def _build(kind: Kind, table: Mapping[str, Any], where: str, key: str, base: Path) -> object:
+    type_name = table.get("type")
+    if not isinstance(type_name, str):
+        raise ConfigError(f"missing 'type' (which {kind} to use)", path=where, key=f"{key}.type")
+    cls = load_component(kind, type_name, path=where, key=f"{key}.type")
+    options = {k: v for k, v in table.items() if k != "type"}
+    return structure(cls, options, where=where, key=key, base=base)
+
+
+def structure(cls: type, options: Mapping[str, Any], *, where: str, key: str, base: Path) -> object:
+    """Instantiate attrs class ``cls`` from config ``options``, checking names and types.
+
+    Public so plugin tables (notifiers, later) are validated the same way as components.
+    """
+    if not attrs.has(cls):
+        raise ConfigError(
+            f"component {cls.__qualname__} is not an attrs class", path=where, key=key
+        )
+    fields = {f.name: f for f in attrs.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    _reject_unknown(options, fields, where, f"{key}.")
+    kwargs: dict[str, Any] = {}
+    for name, value in options.items():
+        kwargs[name] = _coerce(value, hints.get(name, Any), where, f"{key}.{name}", base)
+    for name, f in fields.items():
+        if f.default is attrs.NOTHING and name not in kwargs:
+            raise ConfigError("missing required option", path=where, key=f"{key}.{name}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid value: {exc}", path=where, key=key) from None
+
+
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _coerce(value: Any, hint: Any, where: str, key: str, base: Path) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    from_config = getattr(hint, "from_config", None)
+    if isinstance(hint, type) and callable(from_config):
+        # A value type that reads itself: a duration ("30d"), a size ("10MiB"), a time zone.
+        try:
+            return from_config(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=where, key=key) from None
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors: list[ConfigError] = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where, key, base)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is typing.Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(
+                f"invalid value {value!r}{_suggest(str(value), map(str, args))}; one of {allowed}",
+                path=where,
+                key=key,
+            )
+        return value
+    if origin in (list, tuple, typing.Sequence, typing.get_origin(typing.Sequence[int])):
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {_show(value)}", path=where, key=key)
+        item = args[0] if args else Any
+        items = [_coerce(v, item, where, f"{key}[{i}]", base) for i, v in enumerate(value)]
+        return tuple(items) if origin is not list else items
+    if origin in (dict, typing.Mapping, typing.get_origin(typing.Mapping[str, int])):
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a table, got {_show(value)}", path=where, key=key)
+        return dict(value)
+    if isinstance(hint, type) and attrs.has(hint):
+        # A nested table (``[[drill.check]]``) is validated like any component's options.
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a table, got {_show(value)}", path=where, key=key)
+        return structure(hint, value, where=where, key=key, base=base)
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a path string, got {_show(value)}", path=where, key=key)
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in _TYPE_WORDS:
+        # bool is an int in Python; a TOML `true` is never a valid integer option.
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"expected {_TYPE_WORDS[hint]}, got {_show(value)}", path=where, key=key
+            )
+        return value
+    return value
+
+
+def _show(value: Any) -> str:
+    kind = {
+        str: "string",
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        list: "list",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+    return f"{kind} {value!r}" if not isinstance(value, (list, dict)) else kind
+
+
+def _interpolate(value: Any, env: Mapping[str, str], where: str, key: str) -> Any:
+    if isinstance(value, str):
+
+        def replace(m: re.Match[str]) -> str:
+            if m.group(0) == "$${":
+                return "${"
+            var, default = m.group(1), m.group(2)
+            if var in env:
+                return env[var]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"environment variable {var} is not set (referenced as ${{{var}}})",
+                path=where,
+                key=key or None,
+            )
+
+        return _VAR_RE.sub(replace, value)
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, env, where, f"{key}.{k}" if key else k) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        if all(isinstance(v, dict) for v in value) and value:
+            return [_interpolate(v, env, where, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, env, where, key) for v in value]
+    return value

@@ -1,0 +1,351 @@
+"""The health check: is this vault's newest backup recent, plausible and safely stored?
+
+``pgvault check`` is what cron, Nagios/Icinga, a Kubernetes probe or a Prometheus alert runs, so a
+backup job that died is found the day it died, not the day the backup is needed. Thresholds come
+from the ``[check]`` table; each failed threshold is one :class:`Problem` with the figure and the
+threshold in its message, and the worst decides the Nagios-style status (0 OK, 1 WARNING,
+2 CRITICAL).
+
+The check reads the vault through the sink, like ``list``: it needs no memory of past runs. It is
+the Python API of ``pgvault check`` (module named ``health`` so that ``pgvault.check`` stays the
+function): it returns a :class:`CheckResult` and never prints or exits.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+import pluggy
+
+from pgvault.exceptions import PgVaultError
+from pgvault.manifest import Manifest
+from pgvault.observability import after_check
+from pgvault.plugin.manager import call_hook
+from pgvault.progress import human_bytes
+from pgvault.units import ByteSize, Duration, SpaceThreshold, human_duration
+from pgvault.vault import Vault
+
+if TYPE_CHECKING:
+    from pgvault.config import PipelineConfig
+
+_DEFAULT_MAX_AGE = Duration.parse("26h")  # a daily backup, plus two hours of slack
+
+
+class Status(enum.IntEnum):
+    """Nagios plugin status; the value is the exit code of ``pgvault check``."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+
+
+@runtime_checkable
+class ReportsDiskUsage(Protocol):
+    """A sink that can tell the free space where it stores (the local sink; SFTP could)."""
+
+    def disk_usage(self) -> tuple[int, int]:
+        """``(total, free)`` bytes of the file system the sink writes to."""
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be ≥ 0, got {value}")
+
+
+@attrs.frozen
+class CheckThresholds:
+    """The ``[check]`` table. Every threshold has a default, so a bare ``check`` is useful."""
+
+    max_age: Duration = _DEFAULT_MAX_AGE
+    """CRITICAL when the newest complete backup started longer ago than this."""
+    warn_age: Duration | None = None
+    """WARNING when the newest backup is older than this (but not yet ``max_age``)."""
+    min_count: int = attrs.field(default=1, validator=_non_negative)
+    """WARNING when the vault holds fewer complete backups than this."""
+    min_size: ByteSize | None = None
+    """CRITICAL when the newest backup stored fewer bytes than this (``"1MiB"``)."""
+    max_shrink: float | None = attrs.field(default=50.0, validator=_non_negative)
+    """WARNING when the newest backup is this many percent smaller than the one before."""
+    min_free: SpaceThreshold | None = None
+    """WARNING when free space where the sink stores is below this (``"5GiB"`` or ``"10%"``)."""
+    max_drill_age: Duration | None = None
+    """WARNING when no restore drill passed within this time; CRITICAL when the latest failed."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_shrink is not None and self.max_shrink > 100:
+            raise ValueError(f"max_shrink is a percentage ≤ 100, got {self.max_shrink}")
+        if self.warn_age is not None and self.warn_age.delta >= self.max_age.delta:
+            raise ValueError(
+                f"warn_age ({self.warn_age}) must be shorter than max_age ({self.max_age})"
+            )
+
+
+@attrs.frozen
+class Problem:
+    """One threshold that failed: which one, how bad, and a message with figure and threshold."""
+
+    status: Status
+    check: str
+    """The threshold's key (``max_age``, ``min_count`` …) or ``sink``/``vault``."""
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status.name}: {self.message}"
+
+
+@attrs.frozen
+class CheckResult:
+    """The outcome of one check of a vault."""
+
+    name: str
+    location: str
+    checked_at: datetime
+    problems: tuple[Problem, ...]
+    """Worst first."""
+    backups: int = 0
+    """Complete backups found."""
+    newest: Manifest | None = None
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+
+    @property
+    def status(self) -> Status:
+        """The worst status among the problems, OK if none."""
+        return max((p.status for p in self.problems), default=Status.OK)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no threshold failed."""
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line about the vault's state, whatever its status."""
+        text = f"vault {self.name!r} at {self.location}: {self.backups} complete backup(s)"
+        if self.newest is not None:
+            age = human_duration(self.checked_at - self.newest.started_at)
+            text += f", newest {self.newest.backup_id} ({age} old, {human_bytes(self.newest.size)})"
+        if self.free_bytes is not None:
+            text += f", {human_bytes(self.free_bytes)} free"
+        return text
+
+    def lines(self) -> list[str]:
+        """What ``pgvault check`` prints: each problem on its own line, worst first; or ``OK: …``.
+
+        The first line is the Nagios status line.
+        """
+        if not self.problems:
+            return [f"OK: {self.summary()}"]
+        return [str(p) for p in self.problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``pgvault check --json``)."""
+        return {
+            "name": self.name,
+            "location": self.location,
+            "status": self.status.name,
+            "exit_code": int(self.status),
+            "checked_at": self.checked_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "backups": self.backups,
+            "newest": None
+            if self.newest is None
+            else {
+                "backup_id": self.newest.backup_id,
+                "started_at": self.newest.started_at.isoformat(timespec="seconds").replace(
+                    "+00:00", "Z"
+                ),
+                "age_seconds": round((self.checked_at - self.newest.started_at).total_seconds()),
+                "size": self.newest.size,
+                "raw_size": self.newest.raw_size,
+            },
+            "free_bytes": self.free_bytes,
+            "total_bytes": self.total_bytes,
+            "problems": [
+                {"status": p.status.name, "check": p.check, "message": p.message}
+                for p in self.problems
+            ],
+            "summary": self.summary(),
+        }
+
+
+def check(
+    config: PipelineConfig,
+    *,
+    now: datetime | None = None,
+    thresholds: CheckThresholds | None = None,
+    plugin_manager: pluggy.PluginManager | None = None,
+) -> CheckResult:
+    """Check the vault of ``config`` against its ``[check]`` thresholds (or ``thresholds``).
+
+    Never raises for the vault's state: an unreachable sink or unreadable manifest is a CRITICAL
+    problem in the result. When the status is not OK, the ``pgvault_check_failed`` hook fires;
+    with ``metrics_file`` set, the outcome is recorded there either way.
+    """
+    now = now or datetime.now(UTC)
+    limits = thresholds or config.check
+    result = _evaluate(config, limits, now)
+    after_check(config, result)
+    if not result.ok:
+        call_hook("pgvault_check_failed", pm=plugin_manager, config=config, result=result)
+    return result
+
+
+def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) -> CheckResult:
+    sink = config.sink
+    location = sink.describe()
+
+    def done(problems: list[Problem], **found: Any) -> CheckResult:
+        problems.sort(key=lambda p: -p.status)
+        return CheckResult(config.name, location, now, tuple(problems), **found)
+
+    try:
+        sink.check()
+    except PgVaultError as exc:
+        return done([Problem(Status.CRITICAL, "sink", f"sink unreachable: {exc}")])
+    try:
+        backups = Vault(sink, config.name).backups()
+    except PgVaultError as exc:
+        return done([Problem(Status.CRITICAL, "vault", f"cannot read the vault: {exc}")])
+
+    problems: list[Problem] = []
+    free: int | None = None
+    total: int | None = None
+    if isinstance(sink, ReportsDiskUsage):
+        try:
+            total, free = sink.disk_usage()
+        except (OSError, PgVaultError) as exc:
+            problems.append(Problem(Status.WARNING, "min_free", f"cannot read free space: {exc}"))
+
+    if not backups:
+        problems.append(
+            Problem(
+                Status.CRITICAL,
+                "max_age",
+                f"no complete backup in vault {config.name!r} at {location} "
+                f"(max_age {limits.max_age})",
+            )
+        )
+        return done(problems, free_bytes=free, total_bytes=total)
+
+    # Safety backups (taken by a restore) are of the database being replaced, not of the source:
+    # age and size are judged on the pipeline's own runs whenever there are any.
+    own = [m for m in backups if m.kind == "scheduled"] or backups
+    newest = own[0]
+    age = now - newest.started_at
+    if age > limits.max_age.delta:
+        problems.append(
+            Problem(
+                Status.CRITICAL,
+                "max_age",
+                f"newest complete backup {newest.backup_id} is {human_duration(age)} old "
+                f"(max_age {limits.max_age})",
+            )
+        )
+    elif limits.warn_age is not None and age > limits.warn_age.delta:
+        problems.append(
+            Problem(
+                Status.WARNING,
+                "warn_age",
+                f"newest complete backup {newest.backup_id} is {human_duration(age)} old "
+                f"(warn_age {limits.warn_age})",
+            )
+        )
+    if len(backups) < limits.min_count:
+        problems.append(
+            Problem(
+                Status.WARNING,
+                "min_count",
+                f"{len(backups)} complete backup(s) in the vault (min_count {limits.min_count})",
+            )
+        )
+    if limits.min_size is not None and newest.size < limits.min_size:
+        problems.append(
+            Problem(
+                Status.CRITICAL,
+                "min_size",
+                f"newest backup {newest.backup_id} is {human_bytes(newest.size)} "
+                f"({newest.size} bytes)"
+                f" (min_size {human_bytes(limits.min_size)})",
+            )
+        )
+    if limits.max_shrink is not None and len(own) > 1 and own[1].size > 0:
+        previous = own[1]
+        shrink = (previous.size - newest.size) * 100 / previous.size
+        if shrink > limits.max_shrink:
+            problems.append(
+                Problem(
+                    Status.WARNING,
+                    "max_shrink",
+                    f"newest backup {newest.backup_id} is {human_bytes(newest.size)}, "
+                    f"{shrink:.1f}% smaller than the previous {previous.backup_id} "
+                    f"({human_bytes(previous.size)}) "
+                    f"(max_shrink {limits.max_shrink:g}%)",
+                )
+            )
+    if free is not None and total is not None:
+        if limits.min_free is not None and free < limits.min_free.bytes_of(total):
+            problems.append(
+                Problem(
+                    Status.WARNING,
+                    "min_free",
+                    f"{human_bytes(free)} free at {location} "
+                    f"(min_free {limits.min_free}, {human_bytes(limits.min_free.bytes_of(total))})",
+                )
+            )
+        elif free < newest.size:
+            problems.append(
+                Problem(
+                    Status.WARNING,
+                    "min_free",
+                    f"{human_bytes(free)} free at {location}, less than the newest backup "
+                    f"({human_bytes(newest.size)}): the next backup may not fit",
+                )
+            )
+    if limits.max_drill_age is not None:
+        problems += _drill_problems(Vault(sink, config.name), limits.max_drill_age, now)
+    return done(problems, backups=len(backups), newest=newest, free_bytes=free, total_bytes=total)
+
+
+def _drill_problems(vault: Vault, max_drill_age: Duration, now: datetime) -> list[Problem]:
+    """A latest drill that failed is CRITICAL (that backup does not restore); no passing drill
+    within ``max_drill_age`` is a WARNING."""
+    from pgvault.drill import last_drills
+
+    drills = last_drills(vault)
+    found: list[Problem] = []
+    if drills and not drills[0].get("ok"):
+        latest = drills[0]
+        found.append(
+            Problem(
+                Status.CRITICAL,
+                "max_drill_age",
+                f"latest restore drill {latest.get('drill_id')} "
+                f"of backup {latest.get('backup_id')} "
+                f"failed: {latest.get('error')}",
+            )
+        )
+    passed = [d for d in drills if d.get("ok")]
+    if not passed:
+        found.append(
+            Problem(
+                Status.WARNING,
+                "max_drill_age",
+                f"no restore drill has passed (max_drill_age {max_drill_age}): run pgvault drill",
+            )
+        )
+        return found
+    when = datetime.fromisoformat(str(passed[0]["started_at"]))
+    age = now - when
+    if age > max_drill_age.delta:
+        found.append(
+            Problem(
+                Status.WARNING,
+                "max_drill_age",
+                f"last passing restore drill {passed[0].get('drill_id')} "
+                f"is {human_duration(age)} old "
+                f"(max_drill_age {max_drill_age})",
+            )
+        )
+    return found

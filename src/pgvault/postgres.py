@@ -1,0 +1,232 @@
+"""Talking to PostgreSQL and its client tools: finding binaries, connecting, running them.
+
+Passwords never go on a command line (where ``ps`` shows them to every user): a DSN's password is
+moved into the child's ``PGPASSWORD``. Children are identified to the server as ``pgvault``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+
+from pgvault.exceptions import ConfigError, SourceError
+
+APPLICATION_NAME = "pgvault"
+
+
+def split_dsn(dsn: str, **overrides: str) -> tuple[str, dict[str, str]]:
+    """Turn ``dsn`` (URI or conninfo; empty means libpq defaults) into a password-free conninfo
+    plus the environment a libpq child process needs (``PGPASSWORD``, ``PGAPPNAME``)."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(
+            f"invalid PostgreSQL connection string: {_first_line(str(exc))}"
+        ) from None
+    params.update(overrides)
+    env = dict(os.environ)
+    env.setdefault("PGAPPNAME", APPLICATION_NAME)
+    password = params.pop("password", None)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    clean = pg_conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+    return clean, env
+
+
+def connect(dsn: str, **overrides: str) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection to ``dsn`` (with ``overrides`` such as ``dbname``)."""
+    kwargs: dict[str, str] = {"application_name": APPLICATION_NAME, **overrides}
+    try:
+        return psycopg.connect(dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        raise SourceError(f"cannot connect to PostgreSQL: {_first_line(str(exc))}") from None
+
+
+def describe_dsn(dsn: str, **overrides: str) -> str:
+    """``user@host:port/dbname`` for messages: never the password."""
+    try:
+        params = {**pg_conninfo.conninfo_to_dict(dsn), **overrides}
+    except psycopg.ProgrammingError:
+        return "<invalid dsn>"
+    user = str(params.get("user") or os.environ.get("PGUSER", ""))
+    host = str(params.get("host") or os.environ.get("PGHOST", "local socket"))
+    port = str(params.get("port") or os.environ.get("PGPORT", "5432"))
+    db = str(params.get("dbname") or os.environ.get("PGDATABASE", user))
+    return f"{user + '@' if user else ''}{host}:{port}/{db}"
+
+
+def find_binary(
+    name: str, *, server_major: int | None = None, configured: str | None = None
+) -> str:
+    """Path of the PostgreSQL client tool ``name`` (pg_dump, pg_restore, psql).
+
+    ``configured`` wins when given. Otherwise prefer the binaries of the server's major version
+    (Debian installs several side by side), then ``$PG_BINDIR``, ``pg_config --bindir``, and
+    ``PATH``. Raises SourceError naming every place looked in.
+    """
+    if configured:
+        path = Path(configured)
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+        found = shutil.which(configured)
+        if found:
+            return found
+        raise SourceError(f"{name} not found at {configured}")
+    candidates: list[Path] = []
+    if server_major:
+        candidates.append(Path(f"/usr/lib/postgresql/{server_major}/bin/{name}"))
+    if os.environ.get("PG_BINDIR"):
+        candidates.append(Path(os.environ["PG_BINDIR"], name))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            bindir = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+            candidates.append(Path(bindir, name))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    on_path = shutil.which(name)
+    if on_path:
+        return on_path
+    looked = ", ".join(str(c) for c in candidates) + (", " if candidates else "") + "PATH"
+    hint = f" (install postgresql-client-{server_major})" if server_major else ""
+    raise SourceError(f"{name} not found; looked in {looked}{hint}")
+
+
+def tool_version(binary: str) -> str:
+    """The version a client tool reports (``15.20``), or raise SourceError."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SourceError(f"cannot run {binary} --version: {exc}") from None
+    m = re.search(r"(\d+(?:\.\d+)?)", out)
+    return m.group(1) if m else out.strip()
+
+
+def exit_description(binary: str, returncode: int, stderr: str) -> str:
+    """One line saying how a client tool failed, with its own error text."""
+    tool = Path(binary).name
+    if returncode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
+    else:
+        how = f"failed (exit {returncode})"
+    text = tool_error_text(stderr)
+    return f"{tool} {how}: {text}" if text else f"{tool} {how}"
+
+
+def tool_error_text(stderr: str) -> str:
+    """The meaningful part of a client tool's stderr, on one line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln or "FATAL:" in ln or "ERROR:" in ln]
+    chosen = errors or lines[-3:]
+    return " | ".join(chosen[:4])
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier (also pg_dump's exact-match pattern)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def child_env(base: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``base`` suitable for a child process (locale fixed for parseable messages)."""
+    env = dict(base)
+    env.setdefault("LC_MESSAGES", "C")
+    return env
+
+
+class _Collector:
+    """Reads a child's pipe in a thread, keeping only the tail (a chatty tool can't fill memory)."""
+
+    def __init__(self, pipe: object, limit: int = 256 * 1024, keep_all: bool = False) -> None:
+        import threading
+
+        self._pipe = pipe
+        self._limit = limit
+        self._keep_all = keep_all
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._thread = threading.Thread(target=self._read, daemon=True, name="pgvault-pipe")
+        self._thread.start()
+
+    def _read(self) -> None:
+        pipe: Any = self._pipe
+        try:
+            while True:
+                chunk = pipe.read(65536)
+                if not chunk:
+                    return
+                self._parts.append(chunk)
+                self._size += len(chunk)
+                while not self._keep_all and self._size > self._limit and len(self._parts) > 1:
+                    self._size -= len(self._parts.pop(0))
+        finally:
+            pipe.close()
+
+    def text(self, timeout: float | None = None) -> str:
+        """Everything kept, once the pipe is closed (or after ``timeout``)."""
+        self._thread.join(timeout)
+        return b"".join(self._parts).decode("utf-8", "replace")
+
+
+def pipe_into(
+    argv: list[str], chunks: object, env: Mapping[str, str], *, keep_stdout: bool = False
+) -> tuple[int, str, str]:
+    """Run ``argv`` with ``chunks`` (an iterator of bytes) on its stdin.
+
+    Returns ``(returncode, stdout, stderr)``. If the child exits early and closes its stdin, feeding
+    stops without consuming the rest of ``chunks``: the caller decides whether that matters.
+    Errors raised by ``chunks`` kill the child and propagate.
+    """
+    try:
+        # Unbuffered stdin: a child that exits early must not leave a buffer that can never flush.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=child_env(env),
+            bufsize=0,
+        )
+    except OSError as exc:
+        raise SourceError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    assert proc.stdin is not None
+    stdin = proc.stdin
+    out = _Collector(proc.stdout, keep_all=keep_stdout)
+    err = _Collector(proc.stderr)
+    try:
+        with stdin:
+            for chunk in chunks:  # type: ignore[attr-defined]
+                view = memoryview(chunk)
+                try:
+                    while view:
+                        view = view[stdin.write(view) or 0 :]
+                except BrokenPipeError:
+                    break
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    rc = proc.wait()
+    return rc, out.text(), err.text()

@@ -1,0 +1,167 @@
+"""Applying a retention plan to a vault: ``pgvault prune``.
+
+The plan comes from :func:`pgvault.retention.plan` over what the sink holds right now; this module
+only carries it out. Each removed backup loses its manifest first and its data after, so an
+interrupted prune leaves at worst an incomplete folder (which the next prune cleans once it is past
+the grace period), never a manifest that points at missing data. The module is named ``pruning``
+so that ``pgvault.prune`` stays the function.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from pgvault.exceptions import ConfigError, PgVaultError
+from pgvault.plugin.manager import call_hook
+from pgvault.retention import RetentionPlan, RetentionPolicy, plan, started_from_id
+from pgvault.vault import Vault
+
+if TYPE_CHECKING:
+    from pgvault.config import PipelineConfig
+
+log = logging.getLogger("pgvault.prune")
+
+
+@attrs.frozen
+class PruneFailure:
+    """A backup folder the plan removes but the sink refused to delete."""
+
+    backup_id: str
+    message: str
+
+
+@attrs.frozen
+class PruneResult:
+    """What ``prune`` decided and did."""
+
+    name: str
+    plan: RetentionPlan
+    dry_run: bool
+    removed: tuple[str, ...] = ()
+    """Folders actually removed (none on a dry run)."""
+    failures: tuple[PruneFailure, ...] = ()
+    partials_removed: int = 0
+    """Leftovers of interrupted writes (temporary files, multipart uploads) removed too."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every removal the plan asked for happened (always true on a dry run)."""
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``pgvault prune --json``)."""
+        return {
+            "name": self.name,
+            "dry_run": self.dry_run,
+            "now": _iso(self.plan.now),
+            "policy": self.plan.policy.describe(),
+            "backups": [
+                {
+                    "backup_id": d.backup_id,
+                    "started_at": _iso(d.started_at) if d.started_at else None,
+                    "complete": d.complete,
+                    "action": d.action,
+                    "reasons": list(d.reasons),
+                }
+                for d in self.plan.decisions
+            ],
+            "kept": len(self.plan.kept),
+            "removed": list(self.removed),
+            "failures": [{"backup_id": f.backup_id, "message": f.message} for f in self.failures],
+            "partials_removed": self.partials_removed,
+        }
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def prune(
+    config: PipelineConfig,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    policy: RetentionPolicy | None = None,
+    plugin_manager: pluggy.PluginManager | None = None,
+) -> PruneResult:
+    """Remove the backups the ``[retention]`` policy (or ``policy``) does not keep.
+
+    With ``dry_run`` nothing is touched and the result holds the plan alone. A folder the sink
+    fails to delete is reported in ``failures`` and the others are still removed. After a real
+    prune, the ``pgvault_prune_done`` hook fires.
+    """
+    policy = policy or config.retention
+    if policy is None:
+        raise ConfigError(
+            "prune needs a [retention] table, e.g. keep_daily = 7, keep_weekly = 5, "
+            "keep_monthly = 12",
+            path=config.where(),
+            key="retention",
+        )
+    now = now or datetime.now(UTC)
+    vault = Vault(config.sink, config.name)
+    retention = plan(vault.backups(), policy, now, incomplete=vault.incomplete())
+    if dry_run:
+        return PruneResult(config.name, retention, dry_run=True)
+
+    removed: list[str] = []
+    failures: list[PruneFailure] = []
+    # Oldest first: an interrupted prune has then done what a later, complete one would do first.
+    for decision in reversed(retention.removed):
+        try:
+            vault.delete_backup_objects(decision.backup_id)
+        except PgVaultError as exc:
+            log.error("could not remove backup %s: %s", decision.backup_id, exc)
+            failures.append(PruneFailure(decision.backup_id, str(exc)))
+            continue
+        removed.append(decision.backup_id)
+        log.info("removed backup %s (%s)", decision.backup_id, "; ".join(decision.reasons))
+    partials = _remove_partials(vault, retention, set(removed), now)
+    result = PruneResult(
+        config.name,
+        retention,
+        dry_run=False,
+        removed=tuple(removed),
+        failures=tuple(failures),
+        partials_removed=partials,
+    )
+    log.info(
+        "prune of %s: kept %d, removed %d, %d failed",
+        config.name,
+        len(retention.kept),
+        len(removed),
+        len(failures),
+    )
+    call_hook("pgvault_prune_done", pm=plugin_manager, config=config, result=result)
+    return result
+
+
+def _remove_partials(
+    vault: Vault, retention: RetentionPlan, removed: set[str], now: datetime
+) -> int:
+    """Remove leftovers of interrupted writes (temporary files, unfinished multipart uploads).
+
+    Those of a removed backup go with it; others only once their backup id is past the grace
+    period, since a running backup's unfinished writes look exactly the same.
+    """
+    prefix = f"{vault.name}/backups/"
+    grace = retention.policy.incomplete_grace.delta
+    count = 0
+    for name in vault.sink.list_partials(prefix):
+        # Partial names are opaque but begin with the key being written: <name>/backups/<id>/…
+        backup_id = name[len(prefix) :].partition("/")[0] if name.startswith(prefix) else ""
+        started = started_from_id(backup_id)
+        stale = backup_id in removed or (started is not None and now - started >= grace)
+        if not stale:
+            continue
+        try:
+            vault.sink.delete_partial(name)
+            count += 1
+        except PgVaultError as exc:
+            log.warning("could not remove unfinished write %s: %s", name, exc)
+    return count

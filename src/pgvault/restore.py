@@ -1,0 +1,667 @@
+"""Bringing backups back: pg_dump archives into a database, files archives into a folder.
+
+Restore never overwrites by accident. A database restore goes into a new database unless told to
+replace one (``drop_existing``); then a safety backup of the current database is taken into the
+vault first, and if the restore fails after the drop, the error says how to get it back. A failed
+restore into a new database drops what it created. A files restore goes only into an empty or new
+folder.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import attrs
+import psycopg
+
+from pgvault.exceptions import PgVaultError, RestoreError
+from pgvault.manifest import Manifest
+from pgvault.postgres import (
+    connect,
+    describe_dsn,
+    exit_description,
+    find_binary,
+    pipe_into,
+    quote_ident,
+    split_dsn,
+)
+from pgvault.sources.pg_dump import schema_selected, server_major
+from pgvault.transforms.api import DecodeContext
+from pgvault.vault import Vault
+
+if TYPE_CHECKING:
+    from pgvault.config import PipelineConfig
+    from pgvault.pipeline import Progress
+
+log = logging.getLogger("pgvault.restore")
+
+
+@attrs.frozen
+class RestoreResult:
+    """What a restore did."""
+
+    backup_id: str
+    target: str
+    """The database (``user@host:port/db``) or folder restored into."""
+    raw_bytes: int
+    safety_backup_id: str | None = None
+    """Id of the safety backup taken before replacing an existing database."""
+    validation: ValidationReport | None = None
+    """Tables compared with the manifest (database restores)."""
+
+
+def _duration_text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    from pgvault.units import parse_duration
+
+    parse_duration(value)
+
+
+@attrs.frozen
+class RestoreSettings:
+    """The ``[restore]`` table: how restores validate and keep what they replace.
+
+    ``estimate_tolerance`` is the relative difference allowed between a table's planner estimate
+    at backup time and its rows after restore (estimates can be stale; exact counts from
+    ``count_tables`` must match exactly). ``safety_keep`` is how long retention keeps the safety
+    backup taken before ``--drop-existing``. ``work_dir`` holds the temporary file of a parallel
+    restore.
+    """
+
+    estimate_tolerance: float = attrs.field(default=0.5, validator=attrs.validators.ge(0.0))
+    safety_keep: str = attrs.field(default="7d", validator=_duration_text)
+    work_dir: Path | None = None
+
+
+ESTIMATE_SLACK_ROWS = 1000
+"""Row differences this small never fail an estimate comparison (small tables' estimates jump)."""
+
+
+@attrs.frozen
+class TableCheck:
+    """One table compared after a restore: what the manifest recorded and what is there now."""
+
+    schema: str
+    name: str
+    recorded: int | None
+    restored: int | None
+    exact: bool
+    ok: bool
+    reason: str = ""
+
+    @property
+    def qualified(self) -> str:
+        """``schema.name``."""
+        return f"{self.schema}.{self.name}"
+
+
+@attrs.frozen
+class ValidationReport:
+    """Restored database against the manifest: every table present, counts as recorded."""
+
+    tables: tuple[TableCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every table passed."""
+        return all(t.ok for t in self.tables)
+
+    @property
+    def failures(self) -> tuple[TableCheck, ...]:
+        """The tables that did not pass."""
+        return tuple(t for t in self.tables if not t.ok)
+
+    def describe_failures(self) -> str:
+        """``public.users: missing; sales.orders: 4999 rows, backup counted 5000 exactly``."""
+        return "; ".join(f"{t.qualified}: {t.reason}" for t in self.failures)
+
+
+@attrs.frozen
+class DatabaseTarget:
+    """Where a database restore goes: the server (``dsn``) and the new database's name."""
+
+    dsn: str
+    name: str
+
+    @property
+    def conninfo(self) -> tuple[str, dict[str, str]]:
+        """Password-free conninfo for the target database, and the child environment."""
+        return split_dsn(self.dsn, dbname=self.name)
+
+    def describe(self) -> str:
+        """``user@host:port/name`` for messages."""
+        return describe_dsn(self.dsn, dbname=self.name)
+
+
+def database_exists(target: DatabaseTarget) -> bool:
+    """Whether ``target.name`` exists on the target server."""
+    with connect(target.dsn) as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [target.name]).fetchone()
+        return row is not None
+
+
+def restore_database(
+    config: PipelineConfig,
+    manifest: Manifest,
+    target: DatabaseTarget,
+    *,
+    jobs: int = 1,
+    drop_existing: bool = False,
+    no_owner: bool = False,
+    no_privileges: bool = False,
+    role: str | None = None,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
+    settings: RestoreSettings | None = None,
+    context: DecodeContext | None = None,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Restore pg_dump backup ``manifest`` into database ``target``, then validate it.
+
+    The database must not exist unless ``drop_existing`` is set; then a safety backup of it is
+    stored in the vault first (kind ``safety``), other sessions are terminated, and it is dropped
+    and recreated. ``tables``/``schemas`` restore only those (pg_restore ``-t``/``-n``). After the
+    restore, every table the manifest lists (or the selected ones) must be present with the
+    recorded row counts (exactly where counted, within ``estimate_tolerance`` otherwise).
+
+    Raises :class:`RestoreError` (or the integrity/transform error that stopped the restore) with
+    a message that says what the target now holds.
+    """
+    if manifest.source_type != "pg_dump":
+        raise RestoreError(
+            f"backup {manifest.backup_id} is a {manifest.source_type!r} backup; "
+            "restore it with --target-dir"
+        )
+    fmt = manifest.source.get("format", "custom")
+    if (tables or schemas) and fmt == "plain":
+        raise RestoreError(
+            f"backup {manifest.backup_id} is a plain SQL dump: --table/--schema need a custom "
+            "or tar archive"
+        )
+    settings = settings or getattr(config, "restore", None) or RestoreSettings()
+    tables, schemas = _split_qualified(tables, schemas)
+    vault = Vault.from_config(config)
+    context = context or DecodeContext(configured=config.transforms)
+    # Keys and formats are checked before the target is touched: a missing key writes nothing.
+    vault.decoders(manifest, context)
+    exists = database_exists(target)
+    safety_id: str | None = None
+    if exists and not drop_existing:
+        raise RestoreError(
+            f"database {target.name!r} already exists on {describe_dsn(target.dsn)}; restore into "
+            "a new name, or replace it with --drop-existing (a safety backup is taken first)"
+        )
+    if exists:
+        safety_id = _safety_backup(config, manifest, target, settings)
+        _drop(target)
+    _create(target)
+    try:
+        _prepare_new_database(manifest, target, tables, schemas)
+        options = _Options(jobs, no_owner, no_privileges, role, tables, schemas, settings.work_dir)
+        _restore_archives(vault, manifest, target, options, context, progress)
+        report = validate_database(manifest, target, settings, tables=tables, schemas=schemas)
+        if not report.ok:
+            raise RestoreError(
+                f"restored database does not match backup {manifest.backup_id}: "
+                f"{report.describe_failures()}"
+            )
+    except BaseException as exc:
+        if safety_id is not None:
+            raise RestoreError(
+                f"restore of {manifest.backup_id} into {target.name!r} failed after the old "
+                f"database was dropped: {exc}. The old database is in safety backup {safety_id}: "
+                f"pgvault restore {config.where()} {safety_id} --target-db {target.name} "
+                "--drop-existing"
+            ) from exc
+        drop_database_quietly(target)
+        if isinstance(exc, PgVaultError):
+            raise RestoreError(
+                f"restore of {manifest.backup_id} into {target.name!r} failed, and the new "
+                f"database was removed: {exc}"
+            ) from exc
+        raise
+    return RestoreResult(
+        manifest.backup_id, target.describe(), manifest.raw_size, safety_id, report
+    )
+
+
+def validate_database(
+    manifest: Manifest,
+    target: DatabaseTarget,
+    settings: RestoreSettings | None = None,
+    *,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
+) -> ValidationReport:
+    """Compare the restored database with the tables the manifest recorded at backup time.
+
+    Tables counted exactly at backup time are counted again and must match exactly; the others
+    are ANALYZEd (which samples, so it is cheap on large tables) and their estimate compared with
+    the recorded one within ``estimate_tolerance`` (and ``ESTIMATE_SLACK_ROWS``). With
+    ``tables``/``schemas``, only the selected tables are expected.
+    """
+    settings = settings or RestoreSettings()
+    recorded = manifest.source.get("tables", [])
+    expected = [
+        t
+        for t in recorded
+        if (not schemas or schema_selected(t["schema"], schemas))
+        and (not tables or t["name"] in tables or f"{t['schema']}.{t['name']}" in tables)
+    ]
+    checks: list[TableCheck] = []
+    with connect(target.dsn, dbname=target.name) as conn:
+        present = {
+            (str(s), str(n)): int(str(oid))
+            for s, n, oid in conn.execute(
+                "SELECT n.nspname, c.relname, c.oid::bigint FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"
+            ).fetchall()
+        }
+        for t in expected:
+            schema, name, rows, exact = t["schema"], t["name"], t.get("rows"), t.get("exact")
+            key = (schema, name)
+            ident = f"{quote_ident(schema)}.{quote_ident(name)}"
+            if key not in present:
+                checks.append(TableCheck(schema, name, rows, None, bool(exact), False, "missing"))
+                continue
+            if exact:
+                row = conn.execute(f"SELECT count(*) FROM {ident}").fetchone()  # noqa: S608
+                actual = int(str(row[0])) if row else 0
+                ok = actual == rows
+                reason = "" if ok else f"{actual} rows, the backup counted {rows} exactly"
+                checks.append(TableCheck(schema, name, rows, actual, True, ok, reason))
+                continue
+            if rows is None:  # never analyzed before the backup: nothing to compare
+                checks.append(TableCheck(schema, name, None, None, False, True))
+                continue
+            conn.execute(f"ANALYZE {ident}")
+            est_row = conn.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s", [present[key]]
+            ).fetchone()
+            estimate = max(int(str(est_row[0])), 0) if est_row else 0
+            diff = abs(estimate - int(rows))
+            ok = diff <= max(ESTIMATE_SLACK_ROWS, settings.estimate_tolerance * int(rows))
+            reason = (
+                ""
+                if ok
+                else (
+                    f"about {estimate} rows, the backup estimated {rows} "
+                    f"(tolerance {settings.estimate_tolerance:.0%})"
+                )
+            )
+            checks.append(TableCheck(schema, name, int(rows), estimate, False, ok, reason))
+    return ValidationReport(tuple(checks))
+
+
+def _safety_backup(
+    config: PipelineConfig, manifest: Manifest, target: DatabaseTarget, settings: RestoreSettings
+) -> str:
+    from pgvault.manifest import utc_now
+    from pgvault.pipeline import run
+    from pgvault.sources.pg_dump import PgDumpSource
+    from pgvault.units import parse_duration
+
+    conninfo = psycopg.conninfo.make_conninfo(target.dsn, dbname=target.name)
+    safety_config = attrs.evolve(config, source=PgDumpSource(dsn=conninfo))
+    keep_until = utc_now() + parse_duration(settings.safety_keep)
+    log.info("taking a safety backup of %s before replacing it", target.describe())
+    try:
+        safety = run(
+            safety_config,
+            kind="safety",
+            labels={
+                "database": target.name,
+                "replaced_by": manifest.backup_id,
+                # Retention keeps a safety backup at least this long, whatever the policy says.
+                "keep_until": keep_until.isoformat().replace("+00:00", "Z"),
+            },
+        )
+    except PgVaultError as exc:
+        raise RestoreError(
+            f"safety backup of {target.name!r} failed, so it was not replaced: {exc}"
+        ) from exc
+    return safety.backup_id
+
+
+def _drop(target: DatabaseTarget) -> None:
+    with connect(target.dsn) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [target.name],
+        )
+        try:
+            conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(target.name)} WITH (FORCE)")
+        except psycopg.Error as exc:
+            raise RestoreError(f"cannot drop database {target.name!r}: {exc}") from None
+
+
+def drop_database_quietly(target: DatabaseTarget) -> None:
+    """Drop ``target`` (ending its sessions); a failure is logged, never raised."""
+    try:
+        _drop(target)
+    except (PgVaultError, psycopg.Error) as exc:
+        log.warning("could not remove the half-restored database %s: %s", target.name, exc)
+
+
+def _create(target: DatabaseTarget) -> None:
+    with connect(target.dsn) as conn:
+        try:
+            conn.execute(f"CREATE DATABASE {quote_ident(target.name)} TEMPLATE template0")
+        except psycopg.Error as exc:
+            raise RestoreError(f"cannot create database {target.name!r}: {exc}") from None
+
+
+def _split_qualified(
+    tables: tuple[str, ...], schemas: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``--table sales.orders`` means ``--schema sales --table orders`` (pg_restore's ``-t`` takes
+    bare names only)."""
+    bare: list[str] = []
+    extra: list[str] = []
+    for t in tables:
+        schema, dot, name = t.rpartition(".")
+        bare.append(name if dot else t)
+        if dot and schema not in schemas and schema not in extra:
+            extra.append(schema)
+    return tuple(bare), (*schemas, *extra)
+
+
+def _prepare_new_database(
+    manifest: Manifest, target: DatabaseTarget, tables: tuple[str, ...], schemas: tuple[str, ...]
+) -> None:
+    """Make the fresh database accept the dump.
+
+    A dump limited with ``schemas`` that selects ``public`` contains ``CREATE SCHEMA public``, which
+    collides with the empty one every new database has: drop that one first. A restore of single
+    tables (pg_restore ``-t``) brings the tables but not their schemas: create those.
+    """
+    patterns = manifest.source.get("schemas") or []
+    statements: list[str] = []
+    if patterns and schema_selected("public", patterns) and not tables:
+        statements.append("DROP SCHEMA IF EXISTS public")
+    if tables:
+        needed = sorted(
+            {
+                t["schema"]
+                for t in manifest.source.get("tables", [])
+                if t["name"] in tables and (not schemas or schema_selected(t["schema"], schemas))
+            }
+        )
+        statements += [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(s)}" for s in needed]
+    if statements:
+        with connect(target.dsn, dbname=target.name) as conn:
+            for sql in statements:
+                conn.execute(sql)
+
+
+@attrs.frozen
+class _Options:
+    jobs: int
+    no_owner: bool
+    no_privileges: bool
+    role: str | None
+    tables: tuple[str, ...]
+    schemas: tuple[str, ...]
+    work_dir: Path | None
+
+
+def _restore_archives(
+    vault: Vault,
+    manifest: Manifest,
+    target: DatabaseTarget,
+    opts: _Options,
+    context: DecodeContext,
+    progress: Progress | None,
+) -> None:
+    fmt = manifest.source.get("format", "custom")
+    major = server_major(manifest.source)
+    conninfo, env = target.conninfo
+    main = next(a for a in manifest.artifacts if a.role == "main")
+    data_parts = [a for a in manifest.artifacts if a.role == "data"]
+
+    def stream(path: str) -> Iterator[bytes]:
+        for chunk in vault.decoded(manifest, path, context):
+            if progress is not None:
+                progress.advance(raw=len(chunk))
+            yield chunk
+
+    if fmt == "plain":
+        psql = find_binary("psql", server_major=major)
+        argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", f"--dbname={conninfo}"]
+        if opts.role:
+            argv.insert(1, f"--command=SET ROLE {quote_ident(opts.role)}")
+        _run_tool(argv, stream(main.path), env)
+        return
+
+    pg_restore = find_binary("pg_restore", server_major=major)
+    base = [pg_restore, f"--dbname={conninfo}", "--exit-on-error", "--no-password"]
+    if opts.no_owner:
+        base.append("--no-owner")
+    if opts.no_privileges:
+        base.append("--no-privileges")
+    if opts.role:
+        base.append(f"--role={opts.role}")
+    base += [f"--schema={s}" for s in opts.schemas]
+    base += [f"--table={t}" for t in opts.tables]
+
+    if data_parts:
+        # A split dump: schema first, then every data archive concurrently, then constraints.
+        _run_tool([*base, "--section=pre-data"], stream(main.path), env)
+        paths = [main.path] + [p.path for p in data_parts]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+            futures = [
+                pool.submit(
+                    _run_tool,
+                    [*base, "--section=data"] if p == main.path else base,
+                    stream(p),
+                    env,
+                )
+                for p in paths
+            ]
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+        _run_tool([*base, "--section=post-data"], stream(main.path), env)
+        return
+
+    if opts.jobs > 1 and fmt == "custom":
+        # pg_restore can only work in parallel on a seekable file.
+        with _work_file(opts.work_dir, main.raw_size, manifest) as (handle, path):
+            for chunk in stream(main.path):
+                handle.write(chunk)
+            handle.close()
+            _run_tool([*base, f"--jobs={opts.jobs}", str(path)], iter(()), env)
+        return
+
+    _run_tool(base, stream(main.path), env)
+
+
+def list_archive(
+    config: PipelineConfig, manifest: Manifest, context: DecodeContext | None = None
+) -> str:
+    """The table of contents of a pg_dump backup (``pg_restore --list`` of each archive)."""
+    if manifest.source_type != "pg_dump" or manifest.source.get("format") == "plain":
+        raise RestoreError(
+            f"backup {manifest.backup_id} has no archive table of contents "
+            "(only custom and tar pg_dump backups do)"
+        )
+    vault = Vault.from_config(config)
+    context = context or DecodeContext(configured=config.transforms)
+    pg_restore = find_binary("pg_restore", server_major=server_major(manifest.source))
+    out: list[str] = []
+    for art in manifest.artifacts:
+        chunks = vault.decoded(manifest, art.path, context)
+        rc, text, err = pipe_into([pg_restore, "--list"], chunks, {}, keep_stdout=True)
+        chunks.close()  # the TOC is at the start; the rest need not be decoded
+        if rc != 0:
+            raise RestoreError(exit_description(pg_restore, rc, err))
+        out.append(f";\n; artifact {art.path} ({art.role})\n{text}")
+    return "".join(out)
+
+
+def _run_tool(argv: list[str], chunks: Iterator[bytes], env: dict[str, str]) -> None:
+    rc, _out, err = pipe_into(argv, chunks, env)
+    if rc != 0:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # stops the decoding threads behind the stream
+        raise RestoreError(exit_description(argv[0], rc, err))
+    # The tool may stop reading before the end (trailing padding): the stream must still have
+    # been whole, so drain it to let its digests and size be checked.
+    for _ in chunks:
+        pass
+
+
+@contextlib.contextmanager
+def _work_file(
+    work_dir: Path | None, size: int, manifest: Manifest
+) -> Iterator[tuple[IO[bytes], Path]]:
+    folder = work_dir or Path(tempfile.gettempdir())
+    free = shutil.disk_usage(folder).free
+    needed = int(size * 1.05) + (64 << 20)
+    if free < needed:
+        raise RestoreError(
+            f"--work-dir {folder} has {free >> 20} MiB free; the parallel restore of "
+            f"{manifest.backup_id} needs about {needed >> 20} MiB"
+        )
+    fd, name = tempfile.mkstemp(prefix="pgvault-restore-", suffix=".pgdump", dir=folder)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle, path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+class _ChunkReader:
+    """A read-only file object over an iterator of chunks, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            try:
+                self._buf += next(self._chunks)
+            except StopIteration:
+                break
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+def restore_files(
+    config: PipelineConfig,
+    manifest: Manifest,
+    target_dir: Path,
+    *,
+    context: DecodeContext | None = None,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Extract files backup ``manifest`` under ``target_dir`` (new or empty), keeping modes and
+    mtimes. Entries that would land outside ``target_dir`` are refused."""
+    if manifest.source_type != "files":
+        raise RestoreError(
+            f"backup {manifest.backup_id} is a {manifest.source_type!r} backup; "
+            "restore it with --target-db"
+        )
+    if target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir())):
+        raise RestoreError(
+            f"target folder {target_dir} is not empty; restore into a new or empty folder"
+        )
+    vault = Vault.from_config(config)
+    context = context or DecodeContext(configured=config.transforms)
+    vault.decoders(manifest, context)  # a missing key fails before the folder is even created
+    target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    total = 0
+    for art in manifest.artifacts:
+        chunks = vault.decoded(manifest, art.path, context)
+
+        def counted(chunks: Iterator[bytes] = chunks) -> Iterator[bytes]:
+            for chunk in chunks:
+                if progress is not None:
+                    progress.advance(raw=len(chunk))
+                yield chunk
+
+        reader: Any = _ChunkReader(counted())
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                tar.extractall(target_dir, filter="tar")
+            for _ in chunks:  # the rest (tar padding) still has to pass the digest check
+                pass
+        except tarfile.TarError as exc:
+            raise RestoreError(f"artifact {art.path} is not a valid tar archive: {exc}") from exc
+        total += art.raw_size
+    return RestoreResult(manifest.backup_id, str(target_dir), total)
+
+
+def restore(
+    config: PipelineConfig,
+    ref: str = "latest",
+    *,
+    target_db: str | None = None,
+    target_dir: Path | None = None,
+    dsn: str | None = None,
+    before: datetime | None = None,
+    jobs: int = 1,
+    drop_existing: bool = False,
+    no_owner: bool = False,
+    no_privileges: bool = False,
+    role: str | None = None,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
+    work_dir: Path | None = None,
+    identities: tuple[Path, ...] = (),
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Restore backup ``ref`` (id, id prefix or ``latest``) of ``config``'s vault.
+
+    ``before`` picks instead the newest complete backup started at or before that time. pg_dump
+    backups go into the new database ``target_db`` on the server of ``dsn`` (default: the config
+    source's server); files backups go under ``target_dir``. See :func:`restore_database`.
+    """
+    vault = Vault.from_config(config)
+    manifest = vault.manifest_before(before) if before is not None else vault.manifest(ref)
+    context = DecodeContext(configured=config.transforms, identities=identities)
+    if manifest.source_type == "files":
+        if target_dir is None:
+            raise RestoreError(f"backup {manifest.backup_id} holds files: give --target-dir")
+        return restore_files(config, manifest, target_dir, context=context, progress=progress)
+    if target_db is None:
+        raise RestoreError(f"backup {manifest.backup_id} holds a database: give --target-db")
+    if dsn is None:
+        dsn = getattr(config.source, "dsn", None)
+        if dsn is None:
+            raise RestoreError(
+                "the config's source is not pg_dump: give --dsn for the target server"
+            )
+    settings = getattr(config, "restore", None) or RestoreSettings()
+    if work_dir is not None:
+        settings = attrs.evolve(settings, work_dir=work_dir)
+    return restore_database(
+        config,
+        manifest,
+        DatabaseTarget(dsn, target_db),
+        jobs=jobs,
+        drop_existing=drop_existing,
+        no_owner=no_owner,
+        no_privileges=no_privileges,
+        role=role,
+        tables=tables,
+        schemas=schemas,
+        settings=settings,
+        context=context,
+        progress=progress,
+    )

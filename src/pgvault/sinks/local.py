@@ -1,0 +1,239 @@
+"""The local sink: a folder on a local or mounted disk.
+
+Objects are written under a temporary name in the target folder, fsynced, then renamed into
+place, and the folder is fsynced, so a crash leaves either the old state or the complete object.
+Folders are created 0700 and files 0600 whatever the umask: a vault holds whole databases.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, ClassVar
+
+import attrs
+
+from pgvault.exceptions import ObjectNotFoundError, SinkError
+from pgvault.sinks.api import ObjectInfo, ObjectWriter, Sink
+
+PARTIAL_MARKER = ".partial-"
+"""Infix of temporary file names; such files are never listed and are cleaned by prune."""
+
+_READ_CHUNK = 1 << 20
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return exc.strerror or str(exc)
+
+
+@attrs.frozen
+class LocalSink(Sink):
+    """Stores objects as files under ``path``; relative paths are resolved against the config."""
+
+    type_name: ClassVar[str] = "local"
+
+    path: Path = attrs.field(converter=Path)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def _file(self, key: str) -> Path:
+        parts = [p for p in key.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise SinkError(f"local sink: refusing key with '.' or '..' parts: {key!r}")
+        return self.path.joinpath(*parts)
+
+    def _make_dirs(self, folder: Path) -> None:
+        missing: list[Path] = []
+        current = folder
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            d.chmod(0o700)  # mkdir's mode is filtered by the umask; the vault's is not.
+
+    def open_writer(self, key: str) -> ObjectWriter:
+        target = self._file(key)
+        try:
+            self._make_dirs(target.parent)
+        except OSError as exc:
+            raise SinkError(
+                f"local sink: cannot create folder {target.parent}: {_describe_os_error(exc)}"
+            ) from exc
+        return _LocalWriter(target)
+
+    def open_reader(self, key: str) -> Iterator[bytes]:
+        target = self._file(key)
+        try:
+            handle = target.open("rb")
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"local sink: {target} does not exist") from None
+        except OSError as exc:
+            raise SinkError(f"local sink: cannot read {target}: {_describe_os_error(exc)}") from exc
+        return _read_chunks(handle, target)
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, Path]]:
+        """``(key, path)`` of every file whose key starts with ``prefix``, partial ones included.
+
+        The walk starts at the deepest folder the prefix names, not at the sink root.
+        """
+        folder_part = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._file(folder_part) if folder_part else self.path
+        if not start.is_dir():
+            if self.path.exists() and not self.path.is_dir():
+                raise SinkError(f"local sink: {self.path} is not a folder")
+            return
+        try:
+            for dirpath, _dirs, files in os.walk(start):
+                for fname in files:
+                    full = Path(dirpath, fname)
+                    key = full.relative_to(self.path).as_posix()
+                    if key.startswith(prefix):
+                        yield key, full
+        except OSError as exc:
+            raise SinkError(f"local sink: cannot list {start}: {_describe_os_error(exc)}") from exc
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        try:
+            return [
+                ObjectInfo(key=key, size=full.stat().st_size)
+                for key, full in self._walk(prefix)
+                if PARTIAL_MARKER not in full.name
+            ]
+        except OSError as exc:
+            raise SinkError(
+                f"local sink: cannot list {prefix!r}: {_describe_os_error(exc)}"
+            ) from exc
+
+    def list_partials(self, prefix: str) -> builtins.list[str]:
+        """Keys of temporary files left by interrupted writes (for prune)."""
+        return [key for key, full in self._walk(prefix) if PARTIAL_MARKER in full.name]
+
+    def delete(self, key: str) -> None:
+        target = self._file(key)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise SinkError(
+                f"local sink: cannot delete {target}: {_describe_os_error(exc)}"
+            ) from exc
+        # Remove folders the deletion left empty, up to the sink root.
+        parent = target.parent
+        while parent != self.path and parent.is_relative_to(self.path):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def disk_usage(self) -> tuple[int, int]:
+        """``(total, free)`` bytes of the file system the vault is on (for ``pgvault check``).
+
+        Free is what an unprivileged writer can use. Before the first backup the folder may not
+        exist yet: its nearest existing parent is on the file system it will be created on.
+        """
+        probe = self.path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            usage = shutil.disk_usage(probe)
+        except OSError as exc:
+            raise SinkError(
+                f"local sink: cannot read free space of {probe}: {_describe_os_error(exc)}"
+            ) from exc
+        return usage.total, usage.free
+
+    def check(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise SinkError(f"local sink: {self.path} is not a folder")
+        probe = self.path if self.path.exists() else self.path.parent
+        if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+            raise SinkError(f"local sink: {probe} is not writable")
+
+
+def _read_chunks(handle: BinaryIO, target: Path) -> Iterator[bytes]:
+    with handle:
+        while True:
+            try:
+                chunk = handle.read(_READ_CHUNK)
+            except OSError as exc:
+                raise SinkError(
+                    f"local sink: cannot read {target}: {_describe_os_error(exc)}"
+                ) from exc
+            if not chunk:
+                return
+            yield chunk
+
+
+class _LocalWriter(ObjectWriter):
+    def __init__(self, target: Path) -> None:
+        self._target = target
+        self._temp = target.with_name(f".{target.name}{PARTIAL_MARKER}{secrets.token_hex(4)}")
+        try:
+            fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise SinkError(
+                f"local sink: cannot write {target}: {_describe_os_error(exc)}"
+            ) from exc
+        os.fchmod(fd, 0o600)
+        self._fd: int | None = fd
+
+    def _fail(self, exc: OSError, doing: str) -> SinkError:
+        self.abort()
+        return SinkError(f"local sink: {doing} {self._target}: {_describe_os_error(exc)}")
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise SinkError(f"local sink: write to {self._target} after it was closed")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise self._fail(exc, "cannot write") from exc
+
+    def commit(self) -> None:
+        if self._fd is None:
+            raise SinkError(f"local sink: commit of {self._target} after it was closed")
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            self._temp.replace(self._target)
+            dir_fd = os.open(self._target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise self._fail(exc, "cannot commit") from exc
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        # What cannot be removed is left for prune; the real error is on its way to the user.
+        with contextlib.suppress(OSError):
+            self._temp.unlink()

@@ -1,0 +1,110 @@
+"""The source contract: what every producer of backup bytes implements.
+
+A :class:`Source` is an attrs class whose fields are its config options (the ``[source]`` table).
+Starting it yields a :class:`SourceRun`: one or more named byte streams that the pipeline consumes
+concurrently, plus metadata for the manifest.
+
+The contract the pipeline relies on, and every source must keep:
+
+* A stream never buffers the whole backup: it yields chunks as the producer writes them.
+* A stream's iterator raises :class:`~pgvault.exceptions.SourceError` *after* the last chunk if the
+  producer failed (non-zero exit, killed, connection lost). Reaching the end of the iterator without
+  an exception is the source's promise that the bytes are complete; only then is an artifact
+  committed.
+* ``metadata()`` is called once every stream has been consumed, and returns JSON-serialisable
+  values that say what was backed up. It must never contain secrets (passwords, keys).
+* :meth:`SourceRun.stop` (called when the run's context is left, and on abort) ends every child
+  process and connection, also on error; it is idempotent.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, ClassVar
+
+import attrs
+
+CHUNK_SIZE = 1 << 20
+"""Bytes a source reads at a time: large enough to amortise per-chunk overhead in every stage."""
+
+
+@attrs.frozen
+class SourceStream:
+    """One named byte stream of a source run; becomes one artifact in the vault.
+
+    ``name`` is the artifact's base name (transforms append their suffixes), and ``role`` tells the
+    source's restorer what the stream holds (for example ``"main"`` or ``"data"``).
+    """
+
+    name: str
+    chunks: Iterator[bytes]
+    role: str = "main"
+
+
+class SourceRun(abc.ABC):
+    """A started source: its streams and, once they are drained, its metadata.
+
+    Used as a context manager; leaving the context calls :meth:`stop`.
+    """
+
+    @property
+    @abc.abstractmethod
+    def streams(self) -> Sequence[SourceStream]:
+        """The streams of this run; the pipeline reads them all concurrently."""
+
+    @abc.abstractmethod
+    def metadata(self) -> dict[str, Any]:
+        """What was backed up, for the manifest; called after every stream is drained."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """End every process, thread and connection of the run now; idempotent.
+
+        Called on abort while streams may still be read, which must then end promptly (with an
+        error or early EOF), and again when the run's context is left.
+        """
+
+    def __enter__(self) -> SourceRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Source(abc.ABC):
+    """A producer of backup bytes, configured by the ``[source]`` table of a pipeline.
+
+    Subclasses are attrs classes registered under the ``pgvault.sources`` entry-point group; the
+    entry-point name is the ``type`` users write in the config.
+    """
+
+    type_name: ClassVar[str]
+    """The entry-point name, recorded in the manifest as ``source.type``."""
+
+    @abc.abstractmethod
+    def start(self) -> SourceRun:
+        """Start producing; use the result as a context manager so it is always stopped."""
+
+    def describe(self) -> str:
+        """A short, secret-free description for logs and ``list`` (e.g. the database name)."""
+        return self.type_name
+
+    @classmethod
+    def check_stream(
+        cls, metadata: Mapping[str, Any], role: str, chunks: Iterator[bytes]
+    ) -> str | None:
+        """Check that decoded artifact bytes are a valid instance of this source's format.
+
+        Used by ``verify --deep``. ``metadata`` is the manifest's ``source`` table and ``role`` the
+        artifact's role. Raise :class:`~pgvault.exceptions.SourceError` if the bytes are not usable;
+        return a short note for the report, or ``None``. Bytes left unread are drained by the
+        caller. The default accepts any bytes.
+        """
+        return None
