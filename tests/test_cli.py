@@ -1,0 +1,150 @@
+"""The pgvault command: its output contract, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pgvault.testing import PostgresCluster
+from tests.conftest import pgvault_cli, snapshot_database
+
+ConfigMaker = Callable[..., Path]
+
+
+@pytest.fixture
+def config_path(pg_cluster: PostgresCluster, rich_db: str, make_config: ConfigMaker) -> Path:
+    return make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)})
+
+
+def test_run_prints_only_the_backup_id_when_not_on_a_terminal(config_path: Path) -> None:
+    """Under cron, `run` prints the id and nothing else: no progress, no noise on stderr."""
+    result = pgvault_cli("run", config_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[-1].count("-") == 1 and lines[-1][8] == "T"
+
+
+def test_list_show_verify_round(config_path: Path) -> None:
+    """list --json is newest first; show prints the manifest; verify exits 0, then 1 on damage."""
+    first = pgvault_cli("run", config_path).stdout.strip()
+    second = pgvault_cli("run", config_path).stdout.strip()
+    listed = json.loads(pgvault_cli("list", config_path, "--json").stdout)
+    assert [b["backup_id"] for b in listed] == [second, first]
+    assert listed[0]["source"].startswith("pg_dump rich")
+    human = pgvault_cli("list", config_path).stdout
+    assert human.splitlines()[0].startswith("ID") and second in human
+
+    shown = json.loads(pgvault_cli("show", config_path, "latest").stdout)
+    assert shown["backup_id"] == second
+
+    ok = pgvault_cli("verify", config_path, "--all", "--deep")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("OK ") == 2
+
+    artifact = config_path.parent / "vault/test/backups" / first / shown["artifacts"][0]["path"]
+    artifact.write_bytes(artifact.read_bytes()[:-10])
+    bad = pgvault_cli("verify", config_path, first)
+    assert bad.returncode == 1
+    assert f"FAILED {first}: artifact {shown['artifacts'][0]['path']}" in bad.stderr
+    assert pgvault_cli("verify", config_path, second).returncode == 0
+
+
+def test_config_error_is_one_line_exit_2_and_debug_shows_traceback(tmp_path: Path) -> None:
+    """A user mistake gets one stderr line and exit 2; --debug adds the traceback."""
+    path = tmp_path / "p.toml"
+    path.write_text('name = "x"\n[source]\ntype = "pg_dumb"\n[sink]\ntype = "local"\npath = "v"\n')
+    result = pgvault_cli("run", path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "source.type: unknown source type 'pg_dumb' (did you mean 'pg_dump'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+    debug = pgvault_cli("run", path, "--debug")
+    assert "Traceback" in debug.stderr and debug.returncode == 2
+
+
+def test_failed_run_exits_1_with_the_cause(
+    pg_cluster: PostgresCluster, make_config: ConfigMaker
+) -> None:
+    """A failing pg_dump gives exit 1 and the server's words on one line; stdout stays empty."""
+    path = make_config({"type": "pg_dump", "dsn": pg_cluster.dsn("missing_db")})
+    result = pgvault_cli("run", path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert 'database "missing_db" does not exist' in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert json.loads(pgvault_cli("list", path, "--json").stdout) == []
+
+
+def test_restore_creates_refuses_and_replaces_with_safety_backup(
+    pg_cluster: PostgresCluster, rich_db: str, config_path: Path
+) -> None:
+    """Restore makes a new database; an existing one is refused unless --drop-existing --yes,
+    which first stores a safety backup."""
+    backup_id = pgvault_cli("run", config_path).stdout.strip()
+    pg_cluster.drop_database("cli_copy")
+    created = pgvault_cli("restore", config_path, backup_id, "--target-db", "cli_copy")
+    assert created.returncode == 0, created.stderr
+    assert snapshot_database(pg_cluster, "cli_copy") == snapshot_database(pg_cluster, rich_db)
+
+    pg_cluster.execute("CREATE TABLE extra (x int)", "cli_copy")
+    refused = pgvault_cli("restore", config_path, "latest", "--target-db", "cli_copy")
+    assert refused.returncode == 1
+    assert "database 'cli_copy' already exists" in refused.stderr
+    assert ("public", "extra") in pg_cluster.execute(
+        "SELECT schemaname::text, tablename::text FROM pg_tables", "cli_copy"
+    )
+
+    unconfirmed = pgvault_cli(
+        "restore", config_path, "latest", "--target-db", "cli_copy", "--drop-existing", input=""
+    )
+    assert unconfirmed.returncode == 2
+    assert "--drop-existing needs --yes" in unconfirmed.stderr
+
+    replaced = pgvault_cli(
+        "restore", config_path, backup_id, "--target-db", "cli_copy", "--drop-existing", "--yes"
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert "safety backup of the replaced database:" in replaced.stdout
+    listed = json.loads(pgvault_cli("list", config_path, "--json").stdout)
+    safety = [b for b in listed if b["kind"] == "safety"]
+    assert len(safety) == 1 and safety[0]["source"] == "pg_dump cli_copy (custom)"
+    assert snapshot_database(pg_cluster, "cli_copy") == snapshot_database(pg_cluster, rich_db)
+    pg_cluster.drop_database("cli_copy")
+
+
+def test_parallel_restore_from_a_single_archive(
+    pg_cluster: PostgresCluster, rich_db: str, config_path: Path, tmp_path: Path
+) -> None:
+    """--jobs 2 restores through a work file (pg_restore needs to seek), then removes it."""
+    pgvault_cli("run", config_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    pg_cluster.drop_database("cli_parallel")
+    result = pgvault_cli(
+        "restore",
+        config_path,
+        "latest",
+        "--target-db",
+        "cli_parallel",
+        "--jobs",
+        "2",
+        "--work-dir",
+        work,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(work.iterdir()) == []
+    assert snapshot_database(pg_cluster, "cli_parallel") == snapshot_database(pg_cluster, rich_db)
+    pg_cluster.drop_database("cli_parallel")
+
+
+def test_missing_config_and_unknown_backup(config_path: Path, tmp_path: Path) -> None:
+    """Each is one line naming the file or the backup id."""
+    missing = pgvault_cli("list", tmp_path / "nope.toml")
+    assert missing.returncode == 2 and "nope.toml: config file not found" in missing.stderr
+    unknown = pgvault_cli("show", config_path, "20000101T000000Z-abcdef")
+    assert unknown.returncode == 1
+    assert "no complete backup '20000101T000000Z-abcdef'" in unknown.stderr

@@ -1,0 +1,171 @@
+"""Config loading: every mistake is one line naming the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pgvault
+from pgvault.sinks.local import LocalSink
+from pgvault.sources.pg_dump import PgDumpSource
+from pgvault.transforms.compress import Gzip, Zstd
+
+GOOD = """
+name = "app"
+checksums = ["sha256", "md5"]
+[source]
+type = "pg_dump"
+dsn = "postgresql://postgres@127.0.0.1:5432/app"
+count_tables = ["public.users"]
+[[transform]]
+type = "zstd"
+level = 9
+[[transform]]
+type = "gzip"
+[sink]
+type = "local"
+path = "vault"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(pgvault.ConfigError) as info:
+        pgvault.load_config(write(tmp_path, text), env=env or {})
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_good_config_loads_into_typed_objects(tmp_path: Path) -> None:
+    """The issue's example config becomes typed components; relative paths follow the file."""
+    config = pgvault.load_config(write(tmp_path, GOOD))
+    assert config.name == "app"
+    assert isinstance(config.source, PgDumpSource)
+    assert config.source.count_tables == ("public.users",)
+    assert config.transforms == (Zstd(level=9), Gzip())
+    assert isinstance(config.sink, LocalSink)
+    assert config.sink.path == tmp_path / "vault"
+    assert config.checksums == ("sha256", "md5")
+
+
+def test_environment_interpolation(tmp_path: Path) -> None:
+    """${VAR} and ${VAR:-default} are replaced from the environment; $${ is a literal."""
+    text = GOOD.replace('"postgresql://postgres@127.0.0.1:5432/app"', '"${DSN}"').replace(
+        'path = "vault"', 'path = "${DIR:-fallback}/x$${y}"'
+    )
+    config = pgvault.load_config(write(tmp_path, text), env={"DSN": "dbname=from_env"})
+    assert isinstance(config.source, PgDumpSource)
+    assert config.source.dsn == "dbname=from_env"
+    assert isinstance(config.sink, LocalSink)
+    assert config.sink.path == tmp_path / "fallback" / "x${y}"
+
+
+def test_missing_environment_variable_is_named(tmp_path: Path) -> None:
+    """An unset ${VAR} names the variable, the file and the key."""
+    text = GOOD.replace('"postgresql://postgres@127.0.0.1:5432/app"', '"${APP_DSN}"')
+    message = error_of(tmp_path, text)
+    assert "pipeline.toml: source.dsn: environment variable APP_DSN is not set" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('dsn = "post', 'dns = "x"\ndsn = "post', "source.dns: unknown key (did you mean 'dsn'?)"),
+        (
+            "level = 9",
+            'level = "high"',
+            "transform[0].level: expected an integer, got string 'high'",
+        ),
+        ("level = 9", "level = 42", "transform[0]: invalid value"),
+        (
+            'type = "zstd"',
+            'type = "zstdd"',
+            "transform[0].type: unknown transform type 'zstdd' (did you mean 'zstd'?)",
+        ),
+        (
+            'type = "local"',
+            'type = "lcoal"',
+            "sink.type: unknown sink type 'lcoal' (did you mean 'local'?)",
+        ),
+        ('name = "app"', 'name = "app"\nretension = 3', "retension: unknown key"),
+        ('name = "app"', 'name = "no/slash"', "name: invalid vault name"),
+        (
+            '"sha256", "md5"',
+            '"sha265"',
+            "checksums: unknown checksum 'sha265' (did you mean 'sha256'?)",
+        ),
+        (
+            'count_tables = ["public.users"]',
+            'count_tables = "public.users"',
+            "source.count_tables: expected a list",
+        ),
+        (
+            'format = "x"\n' if False else 'dsn = "post',
+            'format = "directory"\ndsn = "post',
+            "source.format: invalid value 'directory'",
+        ),
+        (
+            'dsn = "post',
+            'jobs = 2\nformat = "plain"\ndsn = "post',
+            "jobs > 1 needs format = 'custom'",
+        ),
+    ],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "out-of-range",
+        "unknown-transform",
+        "unknown-sink",
+        "unknown-top-level",
+        "bad-name",
+        "bad-checksum",
+        "list-expected",
+        "bad-literal",
+        "jobs-needs-custom",
+    ],
+)
+def test_mistakes_name_file_and_key(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    """Each kind of mistake gives one line with the file, the key and a close match if any."""
+    assert old in GOOD
+    message = error_of(tmp_path, GOOD.replace(old, new, 1))
+    assert message.startswith(f"{tmp_path / 'pipeline.toml'}: ")
+    assert expected in message
+
+
+def test_missing_sections_and_files(tmp_path: Path) -> None:
+    """A missing file, invalid TOML and a missing [source] are each named."""
+    with pytest.raises(pgvault.ConfigError, match="config file not found"):
+        pgvault.load_config(tmp_path / "absent.toml")
+    assert "invalid TOML" in error_of(tmp_path, "name = ")
+    assert "source: missing [source] table" in error_of(
+        tmp_path, 'name = "a"\n[sink]\ntype="local"\npath="x"\n'
+    )
+
+
+def test_a_missing_extra_names_the_pip_command(tmp_path: Path) -> None:
+    """A sink whose optional dependency is not installed says which extra to install.
+
+    The test environment has every extra, so a child interpreter is started in which s3fs
+    cannot be imported, exactly as on a machine without ``pgvault[s3]``.
+    """
+    path = write(
+        tmp_path, GOOD.replace('type = "local"\npath = "vault"', 'type = "s3"\nurl = "s3://b/p"')
+    )
+    code = (
+        "import sys; sys.modules['s3fs'] = None\n"
+        "import pgvault\n"
+        f"try:\n    pgvault.load_config({str(path)!r})\n"
+        "except pgvault.ConfigError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "sink.type: sink type 's3' cannot be loaded" in out.stdout
+    assert "pip install 'pgvault[s3]'" in out.stdout
