@@ -1,0 +1,79 @@
+"""Running a command and measuring what a user pays for it: wall time, CPU time, peak memory."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+
+@attrs.frozen
+class Sample:
+    """One run of one command."""
+
+    wall: float
+    cpu: float
+    """User + system seconds of the command's process tree (not the PostgreSQL server's)."""
+    max_rss_mb: float
+    """Largest resident set of any single process in the tree."""
+    output_bytes: int | None = None
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+def run(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, *, shell: bool = False
+) -> Sample:
+    """Run ``argv`` (a bash pipeline when ``shell``), fail loudly on a non-zero exit.
+
+    The command runs under GNU ``time``: Linux carries a parent's peak RSS over fork and exec, so
+    a child forked straight from this (large) Python process would report our memory, not its
+    own. ``time`` is a small process, so the peak it reports is the command's.
+    """
+    cmd = ["bash", "-o", "pipefail", "-c", argv[0]] if shell else list(argv)
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [GNU_TIME, "-f", "%M %U %S", "-o", report.name, *cmd],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}"
+            )
+        max_rss_kb, user, system = report.read().split()[-3:]
+    return Sample(wall=wall, cpu=float(user) + float(system), max_rss_mb=int(max_rss_kb) / 1024)
+
+
+@attrs.frozen
+class Result:
+    """Medians over repetitions of one method."""
+
+    name: str
+    wall: float
+    cpu: float
+    max_rss_mb: float
+    output_bytes: int | None
+    reps: int
+
+
+def summarize(name: str, samples: list[Sample]) -> Result:
+    """Medians of ``samples`` (output size from the last one)."""
+    return Result(
+        name=name,
+        wall=statistics.median(s.wall for s in samples),
+        cpu=statistics.median(s.cpu for s in samples),
+        max_rss_mb=max(s.max_rss_mb for s in samples),
+        output_bytes=samples[-1].output_bytes,
+        reps=len(samples),
+    )
