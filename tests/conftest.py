@@ -74,7 +74,8 @@ SELECT setval('public.users_id_seq', 4242);
 
 
 def snapshot_database(cluster: PostgresCluster, dbname: str) -> dict[str, Any]:
-    """Every user table's rows (as text, sorted), sequences and large objects of ``dbname``."""
+    """Every user table's rows (as text, sorted), indexes, constraints, sequences, large objects
+    and views of ``dbname``."""
     tables = cluster.execute(
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
@@ -90,6 +91,18 @@ def snapshot_database(cluster: PostgresCluster, dbname: str) -> dict[str, Any]:
     )
     snap["<large objects>"] = cluster.execute(
         "SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY 1", dbname
+    )
+    # Post-data: what a restore builds after the rows, and what a half-done one lacks.
+    snap["<indexes>"] = cluster.execute(
+        "SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes "
+        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2, 3",
+        dbname,
+    )
+    snap["<constraints>"] = cluster.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema') "
+        "ORDER BY 1, 2",
+        dbname,
     )
     snap["<views>"] = cluster.execute(
         "SELECT schemaname, viewname, definition FROM pg_views "

@@ -454,22 +454,25 @@ def _restore_archives(
     base += [f"--schema={s}" for s in opts.schemas]
     base += [f"--table={t}" for t in opts.tables]
 
+    if data_parts and opts.jobs > 1:
+        # A split dump, in parallel: the main archive is read from the vault once, into a work
+        # file while its schema is restored; then every data archive loads concurrently; then
+        # pg_restore --jobs builds indexes and constraints from the file, several at a time.
+        with _work_file(opts.work_dir, main.raw_size, manifest) as (handle, path):
+            _run_tool([*base, "--section=pre-data"], _copied(stream(main.path), handle), env)
+            handle.close()
+            main_data = ([*base, "--section=data", str(path)], _NONE)
+            parts = [(base, stream(p.path)) for p in data_parts]
+            _run_concurrently([main_data, *parts], opts.jobs, env)
+            _run_tool([*base, "--section=post-data", f"--jobs={opts.jobs}", str(path)], _NONE, env)
+        return
+
     if data_parts:
-        # A split dump: schema first, then every data archive concurrently, then constraints.
+        # A split dump, one archive at a time, streamed: no work file, no extra disk.
         _run_tool([*base, "--section=pre-data"], stream(main.path), env)
-        paths = [main.path] + [p.path for p in data_parts]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-            futures = [
-                pool.submit(
-                    _run_tool,
-                    [*base, "--section=data"] if p == main.path else base,
-                    stream(p),
-                    env,
-                )
-                for p in paths
-            ]
-            for future in concurrent.futures.as_completed(futures):
-                future.result()
+        _run_tool([*base, "--section=data"], stream(main.path), env)
+        for part in data_parts:
+            _run_tool(base, stream(part.path), env)
         _run_tool([*base, "--section=post-data"], stream(main.path), env)
         return
 
@@ -479,7 +482,7 @@ def _restore_archives(
             for chunk in stream(main.path):
                 handle.write(chunk)
             handle.close()
-            _run_tool([*base, f"--jobs={opts.jobs}", str(path)], iter(()), env)
+            _run_tool([*base, f"--jobs={opts.jobs}", str(path)], _NONE, env)
         return
 
     _run_tool(base, stream(main.path), env)
@@ -506,6 +509,28 @@ def list_archive(
             raise RestoreError(exit_description(pg_restore, rc, err))
         out.append(f";\n; artifact {art.path} ({art.role})\n{text}")
     return "".join(out)
+
+
+# The input of a tool that reads its archive from a file named in its arguments.
+_NONE: Iterator[bytes] = iter(())
+
+
+def _copied(chunks: Iterator[bytes], handle: IO[bytes]) -> Iterator[bytes]:
+    """Pass ``chunks`` on, writing each to ``handle`` too."""
+    for chunk in chunks:
+        handle.write(chunk)
+        yield chunk
+
+
+def _run_concurrently(
+    runs: list[tuple[list[str], Iterator[bytes]]], jobs: int, env: dict[str, str]
+) -> None:
+    """Run each ``(argv, input)`` with :func:`_run_tool`, ``jobs`` at a time; raise the first
+    failure once the others have stopped: the caller then drops the database they load."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(_run_tool, argv, chunks, env) for argv, chunks in runs]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
 
 
 def _run_tool(argv: list[str], chunks: Iterator[bytes], env: dict[str, str]) -> None:
