@@ -126,3 +126,23 @@ def test_incomplete_backup_folders_are_not_listed(
     vault = pgvault.Vault.from_config(config)
     assert [m.backup_id for m in vault.backups()] == [manifest.backup_id]
     assert vault.incomplete() == ["29990101T000000Z-dead00"]
+
+
+def test_a_manifest_naming_another_backup_is_refused(
+    backed_up: tuple[pgvault.PipelineConfig, pgvault.Manifest],
+) -> None:
+    """A manifest whose backup id was edited away from its folder's is refused, naming both: the
+    id is what encrypted artifacts are checked against, so it must be the folder's."""
+    config, manifest = backed_up
+    stored = artifact_file(config, manifest).parent / "manifest.json"
+    data = json.loads(stored.read_text())
+    data["backup_id"] = other = "20200101T000000Z-0a1b2c"
+    stored.write_text(json.dumps(data))
+    vault = pgvault.Vault.from_config(config)
+    for ref in (manifest.backup_id, "latest"):
+        with pytest.raises(pgvault.ManifestError) as info:
+            vault.manifest(ref)
+        assert str(info.value) == (
+            f"{config.name}/backups/{manifest.backup_id}/manifest.json: the manifest names backup "
+            f"{other}, but is in the folder of backup {manifest.backup_id} (it was moved or edited)"
+        )

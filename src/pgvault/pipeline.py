@@ -26,6 +26,7 @@ from pgvault.observability import after_run
 from pgvault.plugin.manager import call_hook
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sources.api import SourceStream
+from pgvault.transforms.api import ArtifactBinding
 from pgvault.transforms.digest import MD5_SIDECAR, Digests, md5sums_text
 from pgvault.vault import Vault
 
@@ -133,7 +134,7 @@ def _run(
                 art = _Artifact(stream, stream.name + suffix, Digests(config.checksums))
                 art.writer = config.sink.open_writer(vault.artifact_key(backup_id, art.path))
                 artifacts.append(art)
-                _start_chain(flow, config, art, progress)
+                _start_chain(flow, config, backup_id, art, progress)
             # Stopping the source kills its processes, which unblocks a stage that waits on
             # their pipes: exactly what an abort needs.
             flow.wait(on_abort=source_run.stop)
@@ -185,9 +186,14 @@ def _run(
 
 
 def _start_chain(
-    flow: Flow, config: PipelineConfig, art: _Artifact, progress: Progress | None
+    flow: Flow,
+    config: PipelineConfig,
+    backup_id: str,
+    art: _Artifact,
+    progress: Progress | None,
 ) -> None:
     """Start the stage threads of one artifact: feed, one per transform, then store."""
+    binding = ArtifactBinding(backup_id, art.path)
     first = flow.channel()
     count_raw: Callable[[int], None] = art.count_raw
     if progress is not None:
@@ -201,7 +207,9 @@ def _start_chain(
     current: Channel = first
     for transform in config.transforms:
         nxt = flow.channel()
-        codec = transform.encoder()
+        # Told where the artifact goes, an encrypting stage seals that in: its decoder then
+        # refuses the artifact if it is later moved to another backup or swapped with a sibling.
+        codec = transform.encoder_for(binding)
         art.codecs.append(codec)
         flow.spawn(
             f"{transform.type_name}-{art.stream.name}",

@@ -31,7 +31,7 @@ from pgvault.flow import Aborted, Channel, Flow, through
 from pgvault.manifest import MANIFEST_NAME, Manifest
 from pgvault.plugin.components import load_component
 from pgvault.sinks.api import Sink
-from pgvault.transforms.api import Codec, DecodeContext, Transform
+from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
 from pgvault.transforms.digest import Digests
 
 if TYPE_CHECKING:
@@ -159,7 +159,11 @@ class Vault:
         key = self.artifact_key(backup_id, MANIFEST_NAME)
         manifest = Manifest.from_json(self.sink.read_bytes(key), where=key)
         if manifest.backup_id != backup_id:
-            raise ManifestError(f"{key}: manifest names backup {manifest.backup_id!r}")
+            # Decoding binds each artifact to manifest.backup_id: it must be where it was found.
+            raise ManifestError(
+                f"{key}: the manifest names backup {manifest.backup_id}, but is in the folder of "
+                f"backup {backup_id} (it was moved or edited)"
+            )
         return manifest
 
     def write_manifest(self, manifest: Manifest) -> None:
@@ -192,10 +196,15 @@ class Vault:
         Reading, each decoding stage and the caller overlap in threads. The stored bytes' digests
         and sizes are checked as they stream: if they differ from the manifest, the iterator raises
         :class:`IntegrityError` after the last chunk, so a consumer (a restore) fails rather than
-        silently trusting corrupt data.
+        silently trusting corrupt data. The decoders are told which artifact of which backup they
+        read, so an encrypted artifact sealed for another one (moved from an older backup, or
+        swapped with a sibling, manifest rewritten to match) is refused before any byte of it.
         """
         art = manifest.artifact(path)
-        decoders = self.decoders(manifest, context or DecodeContext())
+        # The backup id is the folder's (see _read_manifest), not merely what the manifest says.
+        binding = ArtifactBinding(manifest.backup_id, art.path)
+        context = attrs.evolve(context or DecodeContext(), binding=binding)
+        decoders = self.decoders(manifest, context)
         flow = Flow()
         stored = flow.channel()
         digests = Digests(manifest.checksums)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -22,8 +23,8 @@ from hypothesis import strategies as st
 import pgvault
 from pgvault import keys
 from pgvault.testing import PostgresCluster
-from pgvault.transforms.api import DecodeContext
-from pgvault.transforms.encrypt import MAX_SEGMENT_SIZE, Aes256Gcm
+from pgvault.transforms.api import ArtifactBinding, DecodeContext
+from pgvault.transforms.encrypt import MAX_SEGMENT_SIZE, Aes256Gcm, Header
 from tests.conftest import pgvault_cli, snapshot_database
 
 ConfigMaker = Callable[..., Path]
@@ -32,9 +33,10 @@ MASTER = bytes(range(32))
 IDENTITY = keys.Identity(bytes(range(32, 64)))
 PASSPHRASE = "correct horse battery staple"
 
-# Known-answer vectors, generated once with pgvault 0.1.0 from the fixed inputs beside them.
-# They pin the format: if one fails, old backups would no longer decode. Do not regenerate them;
-# add a new format version instead.
+# Known-answer vectors, generated once from the fixed inputs beside them. They pin the format: if
+# one fails, old backups would no longer decode. Do not regenerate them; add a format version.
+#
+# Format version 1, written by pgvault 0.1.0 and no longer written: decode-only, for old backups.
 # fmt: off
 HEADER_KEY_FILE = (
     "504756454e430d0a"  # magic "PGVENC\r\n"
@@ -84,7 +86,66 @@ KAT_RECIPIENT = (
     + "f89c9984a9e516b8cbb68f2031b33a95b013d5c1941375578f16c385c9f7a5ebbb4b8ec799cad31874c934"
       "60b0349b40136957a56c47b9",
 )
+
+# Format version 2: the header ends with the artifact binding, here BINDING (or an empty one).
+BINDING = ArtifactBinding("20260101T000000Z-0a1b2c", "main.pgdump.zst.aes")
+BINDING_FIELD = (
+    "002e"                                      # binding length 46, then BINDING's bytes:
+    "0017" + b"20260101T000000Z-0a1b2c".hex()   # backup id: length 23, UTF-8
+    + "0013" + b"main.pgdump.zst.aes".hex()     # artifact path: length 19, UTF-8
+)
+V2_HEADER_KEY_FILE = (
+    "504756454e430d0a" "02" "01"  # magic, format version 2, key file
+    "0000006a" "00000010"         # header length 106 (58 + 48), segment size 16
+    + "11" * 32                   # salt
+    + "5ba6168a899a209d"          # key id of MASTER
+    + BINDING_FIELD
+)
+KAT_V2_KEY_FILE: list[tuple[bytes, str]] = [
+    (b"", V2_HEADER_KEY_FILE + "9e2d5d4f47e24d47bd32165794e81c8d"),
+    (
+        b"forty bytes of plaintext, three segments",
+        V2_HEADER_KEY_FILE
+        + "3b9cca0fe65f5e928a7d972807d190b1d27047c72e39a573a61516ad3687394af15d1fcccca8b8734663"
+          "09f5c5767cd4549480a0d9c83b6f3347dd403113c4a46189cd1efc9936bfea699ead64d3668467fc9bf7"
+          "3b962481",
+    ),
+]
+KAT_V2_UNBOUND = (  # what encoder() writes, knowing no binding
+    b"pgvault",
+    "504756454e430d0a" "02" "01" "0000003c" "00000010"  # magic, v2, key file, H=60, S=16
+    + "11" * 32 + "5ba6168a899a209d"                    # salt, key id
+    + "0000"                                            # binding length 0: bound to nothing
+    + "0a57188a285aaa9c1e9b32b951a997df02072f000590a3",
+)
+KAT_V2_PASSPHRASE = (
+    b"pgvault passphrase vector",
+    "504756454e430d0a" "02" "02" "0000007d" "00000010"  # magic, v2, passphrase, H=125, S=16
+    + "22" * 32                                         # salt
+    + "c20cf68016028d1c"                                # key id
+    + "0a" "08" "01"                                    # scrypt log_n 10, r 8, p 1
+    + "000102030405060708090a0b0c0d0e0f"                # scrypt salt
+    + BINDING_FIELD
+    + "2ffd9795b7479af1394b42983a5acc4c48757038142b041b15e11c7c3d68d1eec78a2689d1e49702923d7f"
+      "313130bd231c30443752f2aaf098",
+)
+KAT_V2_RECIPIENT = (
+    b"pgvault recipient vector",
+    "504756454e430d0a" "02" "03" "000000bb" "00000010"  # magic, v2, recipients, H=187, S=16
+    + "55" * 32                                         # salt
+    + "01"                                              # one stanza
+    + "9b1d76e1cacc496d"                                # key id of IDENTITY's public key
+    + "ff2ee45601ec1b67310c7790404585ae697331eee1c1f8cf2419731c1fff3e6b"  # ephemeral public
+    + "3d8d9e2f019243889c17328173480e94ff7f956bba89996150b785d6303a9790d928cf7409a6a6d910dd8a"
+      "55bd0ecd6c"                                      # wrapped file key
+    + BINDING_FIELD
+    + "acf89c9984a9e516b8cbb68f2031b33a067a152504b5c47c1886b61174621ddeebbb4b8ec799cad38bbecf"
+      "c4a591e3920f1ac98554c7adc2",
+)
 # fmt: on
+
+UNBOUND_HEADER = 60
+"""Length of a key-file header with an empty binding (what ``encoder()`` writes)."""
 
 
 def fixed_random(*chunks: bytes) -> Callable[[int], bytes]:
@@ -138,10 +199,11 @@ def decrypt(
 
 
 def released_before_failure(
-    transform: Aes256Gcm, blob: bytes, step: int
+    transform: Aes256Gcm, blob: bytes, step: int, binding: ArtifactBinding | None = None
 ) -> tuple[bytes, Exception | None]:
     """What a decoder handed out, fed ``step`` bytes at a time, before it raised (if it did)."""
-    dec = Aes256Gcm.decoder(transform.manifest_params(), DecodeContext(configured=(transform,)))
+    context = DecodeContext(configured=(transform,), binding=binding)
+    dec = Aes256Gcm.decoder(transform.manifest_params(), context)
     out = bytearray()
     try:
         for i in range(0, len(blob), step):
@@ -161,8 +223,8 @@ def split(data: bytes, cuts: list[int] | None) -> Iterator[bytes]:
 
 
 def reference_decrypt(blob: bytes, master: bytes) -> bytes:
-    """A reader written from docs/encryption-format.md alone, for key-file artifacts."""
-    assert blob[:8] == b"PGVENC\r\n" and blob[8] == 1 and blob[9] == 1
+    """A reader written from docs/encryption-format.md alone, for key-file artifacts (v1 and v2)."""
+    assert blob[:8] == b"PGVENC\r\n" and blob[8] in (1, 2) and blob[9] == 1
     length, size = struct.unpack(">II", blob[10:18])
     header, body = blob[:length], blob[length:]
     key = HKDF(hashes.SHA256(), 32, header[18:50], b"pgvault aes-256-gcm v1 payload").derive(master)
@@ -173,41 +235,115 @@ def reference_decrypt(blob: bytes, master: bytes) -> bytes:
     )
 
 
+def reference_encrypt_v1(
+    plain: bytes, master: bytes, segment_size: int, salt: bytes | None = None
+) -> bytes:
+    """A key-file artifact as pgvault wrote it before format version 2, from the docs alone."""
+    salt = salt or os.urandom(32)
+    kid = bytes.fromhex(keys.key_id(master))
+    header = b"PGVENC\r\n\x01\x01" + struct.pack(">II", 58, segment_size) + salt + kid
+    key = HKDF(hashes.SHA256(), 32, salt, b"pgvault aes-256-gcm v1 payload").derive(master)
+    segments = [plain[i : i + segment_size] for i in range(0, len(plain), segment_size)] or [b""]
+    return header + b"".join(
+        AESGCM(key).encrypt(i.to_bytes(11, "big") + bytes([i == len(segments) - 1]), seg, header)
+        for i, seg in enumerate(segments)
+    )
+
+
+def bound_to(transform: Aes256Gcm, binding: ArtifactBinding) -> DecodeContext:
+    """The context the vault decodes artifact ``binding`` with."""
+    return DecodeContext(configured=(transform,), binding=binding)
+
+
 # The format, pinned
 
 
 @pytest.mark.parametrize(
     ("plain", "expected"), KAT_KEY_FILE, ids=["empty", "short", "exact", "three"]
 )
+def test_version_1_vectors_key_file_still_decode(
+    key_path: Path, plain: bytes, expected: str
+) -> None:
+    """Key-file artifacts of old backups decode, a binding asked for or not (they carry none)."""
+    transform = Aes256Gcm(key_file=key_path, segment_size=16)
+    blob = bytes.fromhex(expected)
+    assert decrypt(transform, blob) == plain
+    assert decrypt(transform, blob, context=bound_to(transform, BINDING)) == plain
+    assert reference_decrypt(blob, MASTER) == plain
+    assert reference_encrypt_v1(plain, MASTER, 16, b"\x11" * 32) == blob
+
+
+def test_version_1_vector_passphrase_still_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passphrase artifact of an old backup decodes."""
+    monkeypatch.setenv("KAT_PASSPHRASE", PASSPHRASE)
+    plain, expected = KAT_PASSPHRASE
+    fresh = Aes256Gcm(passphrase_env="KAT_PASSPHRASE", scrypt_log_n=10, segment_size=16)
+    dec = Aes256Gcm.decoder({}, bound_to(fresh, BINDING))
+    assert dec.update(bytes.fromhex(expected)) + dec.finish() == plain
+
+
+def test_version_1_vector_recipient_still_decodes(identity_path: Path) -> None:
+    """A recipient artifact of an old backup decodes."""
+    plain, expected = KAT_RECIPIENT
+    dec = Aes256Gcm.decoder({}, DecodeContext(identities=(identity_path,), binding=BINDING))
+    assert dec.update(bytes.fromhex(expected)) + dec.finish() == plain
+
+
+@pytest.mark.parametrize(("plain", "expected"), KAT_V2_KEY_FILE, ids=["empty", "three"])
 def test_known_answer_vectors_key_file(key_path: Path, plain: bytes, expected: str) -> None:
-    """Fixed key, salt and input give exactly the committed bytes, which decode back."""
+    """Fixed key, salt, binding and input give exactly the committed bytes, which decode back."""
+    transform = Aes256Gcm(key_file=key_path, segment_size=16)
+    enc = transform._encoder(fixed_random(b"\x11" * 32), BINDING)
+    assert (enc.update(plain) + enc.finish()).hex() == expected
+    assert (
+        decrypt(transform, bytes.fromhex(expected), context=bound_to(transform, BINDING)) == plain
+    )
+    assert reference_decrypt(bytes.fromhex(expected), MASTER) == plain
+    assert Header.decode(bytes.fromhex(V2_HEADER_KEY_FILE)).binding == BINDING
+
+
+def test_known_answer_vector_unbound(key_path: Path) -> None:
+    """encoder(), knowing no binding, writes an empty one, which decodes wherever it is read."""
+    plain, expected = KAT_V2_UNBOUND
     transform = Aes256Gcm(key_file=key_path, segment_size=16)
     enc = transform._encoder(fixed_random(b"\x11" * 32))
     assert (enc.update(plain) + enc.finish()).hex() == expected
-    assert decrypt(transform, bytes.fromhex(expected)) == plain
+    assert (
+        decrypt(transform, bytes.fromhex(expected), context=bound_to(transform, BINDING)) == plain
+    )
     assert reference_decrypt(bytes.fromhex(expected), MASTER) == plain
 
 
 def test_known_answer_vector_passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
     """A passphrase artifact with fixed scrypt and HKDF salts is byte-for-byte the committed one."""
     monkeypatch.setenv("KAT_PASSPHRASE", PASSPHRASE)
-    plain, expected = KAT_PASSPHRASE
+    plain, expected = KAT_V2_PASSPHRASE
     transform = Aes256Gcm(passphrase_env="KAT_PASSPHRASE", scrypt_log_n=10, segment_size=16)
-    enc = transform._encoder(fixed_random(bytes(range(16)), b"\x22" * 32))
+    enc = transform._encoder(fixed_random(bytes(range(16)), b"\x22" * 32), BINDING)
     assert (enc.update(plain) + enc.finish()).hex() == expected
     fresh = Aes256Gcm(passphrase_env="KAT_PASSPHRASE", scrypt_log_n=10, segment_size=16)
-    dec = Aes256Gcm.decoder({}, DecodeContext(configured=(fresh,)))
+    dec = Aes256Gcm.decoder({}, bound_to(fresh, BINDING))
     assert dec.update(bytes.fromhex(expected)) + dec.finish() == plain
 
 
 def test_known_answer_vector_recipient(identity_path: Path) -> None:
     """A recipient artifact with fixed file, ephemeral and salt bytes is the committed one."""
-    plain, expected = KAT_RECIPIENT
+    plain, expected = KAT_V2_RECIPIENT
     transform = Aes256Gcm(recipients=(str(IDENTITY.recipient),), segment_size=16)
-    enc = transform._encoder(fixed_random(b"\x55" * 32, b"\x33" * 32, b"\x44" * 32))
+    enc = transform._encoder(fixed_random(b"\x55" * 32, b"\x33" * 32, b"\x44" * 32), BINDING)
     assert (enc.update(plain) + enc.finish()).hex() == expected
-    dec = Aes256Gcm.decoder({}, DecodeContext(identities=(identity_path,)))
+    dec = Aes256Gcm.decoder({}, DecodeContext(identities=(identity_path,), binding=BINDING))
     assert dec.update(bytes.fromhex(expected)) + dec.finish() == plain
+
+
+def test_binding_bytes_are_length_prefixed() -> None:
+    """A binding's bytes are each field's UTF-8 after its 2-byte length; only such bytes parse."""
+    assert BINDING.canonical().hex() == BINDING_FIELD[4:]
+    assert ArtifactBinding.from_canonical(BINDING.canonical()) == BINDING
+    assert ArtifactBinding("a", "bc").canonical() != ArtifactBinding("ab", "c").canonical()
+    for bad in (b"", b"\x00\x01a", BINDING.canonical() + b"x", b"\x00\x01\xff\x00\x00"):
+        with pytest.raises(ValueError):
+            ArtifactBinding.from_canonical(bad)
 
 
 @settings(max_examples=50, deadline=None)
@@ -228,7 +364,7 @@ def test_round_trip_any_size_and_chunking(
     transform = Aes256Gcm(key_file=key_path, segment_size=segment_size)
     blob = encrypt(transform, data, cuts)
     segments = max(1, -(-len(data) // segment_size))
-    assert len(blob) == 58 + len(data) + 16 * segments
+    assert len(blob) == UNBOUND_HEADER + len(data) + 16 * segments
     assert decrypt(transform, blob, decode_cuts) == data
     assert reference_decrypt(blob, MASTER) == data
 
@@ -267,7 +403,7 @@ def test_every_byte_of_an_artifact_is_protected(key_path: Path) -> None:
 
 @settings(max_examples=50, deadline=None)
 @given(data=st.binary(max_size=200), segment_size=st.integers(1, 32), cut=st.integers(0, 10_000))
-@example(data=bytes(64), segment_size=16, cut=58 + 32)  # exactly after segment 1 of 4
+@example(data=bytes(64), segment_size=16, cut=UNBOUND_HEADER + 32)  # right after segment 1 of 4
 @example(data=bytes(64), segment_size=16, cut=0)
 def test_any_truncation_is_detected(
     key_path: Path, data: bytes, segment_size: int, cut: int
@@ -289,7 +425,7 @@ def four_segments(key_path: Path) -> tuple[Aes256Gcm, bytes, list[bytes], bytes]
     """A transform, a header and the four sealed segments of 64 distinct plaintext bytes."""
     transform = Aes256Gcm(key_file=key_path, segment_size=16)
     blob = encrypt(transform, bytes(range(64)))
-    header, body = blob[:58], blob[58:]
+    header, body = blob[:UNBOUND_HEADER], blob[UNBOUND_HEADER:]
     return transform, header, [body[i : i + 32] for i in range(0, 128, 32)], bytes(range(64))
 
 
@@ -344,7 +480,7 @@ def test_appended_bytes_are_named(four_segments: Any) -> None:
 def test_appended_segment_from_another_artifact_is_detected(four_segments: Any) -> None:
     """A genuine segment of another artifact, spliced on the end, does not pass."""
     transform, header, segs, _ = four_segments
-    other = encrypt(transform, bytes(100))[58:]
+    other = encrypt(transform, bytes(100))[UNBOUND_HEADER:]
     with pytest.raises(pgvault.CiphertextError):
         decrypt(transform, header + b"".join(segs) + other[:32])
 
@@ -352,7 +488,7 @@ def test_appended_segment_from_another_artifact_is_detected(four_segments: Any) 
 def test_swapped_header_is_detected(four_segments: Any) -> None:
     """The header of another artifact under the same key fails segment 0."""
     transform, _header, segs, _ = four_segments
-    other_header = encrypt(transform, bytes(64))[:58]
+    other_header = encrypt(transform, bytes(64))[:UNBOUND_HEADER]
     assert_fails(
         transform, other_header + b"".join(segs), r"segment 0: .*the header is not this data's", 0
     )
@@ -364,6 +500,51 @@ def test_edited_segment_size_is_detected(four_segments: Any) -> None:
     edited = header[:14] + (32).to_bytes(4, "big") + header[18:]
     with pytest.raises(pgvault.CiphertextError, match="segment 0"):
         decrypt(transform, edited + b"".join(segs))
+
+
+@pytest.mark.parametrize("size", [0, 10, 64], ids=["empty", "one-segment", "four-segments"])
+def test_an_artifact_read_as_another_is_refused_before_any_byte(key_path: Path, size: int) -> None:
+    """Read as another artifact or in another backup, a bound artifact fails naming both, having
+    released nothing; read as itself, or outside a vault (no binding asked for), it decodes."""
+    transform = Aes256Gcm(key_file=key_path, segment_size=16)
+    data = bytes(range(size))
+    enc = transform.encoder_for(BINDING)
+    blob = enc.update(data) + enc.finish()
+    assert decrypt(transform, blob, context=bound_to(transform, BINDING)) == data
+    assert decrypt(transform, blob) == data
+    for other in (
+        ArtifactBinding(BINDING.backup_id, "data-01.pgdump.zst.aes"),
+        ArtifactBinding("20260202T000000Z-ffffff", BINDING.path),
+    ):
+        released, error = released_before_failure(transform, blob, 7, other)
+        assert released == b""
+        assert isinstance(error, pgvault.CiphertextError)
+        assert str(error) == (
+            f"artifact {other.path} of backup {other.backup_id} was encrypted for artifact "
+            f"{BINDING.path} of backup {BINDING.backup_id}: it was moved or swapped"
+        )
+        assert error.artifact == other.path
+
+
+def test_an_edited_binding_fails_authentication(key_path: Path) -> None:
+    """Rewriting the binding in the header (to the backup it was moved to) fails segment 0: the
+    binding is authenticated, so an attacker cannot make a moved artifact claim its new place."""
+    transform = Aes256Gcm(key_file=key_path, segment_size=16)
+    enc = transform.encoder_for(BINDING)
+    blob = enc.update(b"old data") + enc.finish()
+    moved = ArtifactBinding("20260202T000000Z-ffffff", BINDING.path)
+    edited = blob.replace(BINDING.canonical(), moved.canonical())
+    assert edited != blob
+    with pytest.raises(pgvault.CiphertextError, match="segment 0: failed authentication"):
+        decrypt(transform, edited, context=bound_to(transform, moved))
+
+
+def test_a_binding_too_long_for_the_header_is_refused_when_writing(key_path: Path) -> None:
+    """An artifact name that would push the header past what readers accept fails the encoder,
+    rather than writing an artifact nothing can read."""
+    transform = Aes256Gcm(key_file=key_path)
+    with pytest.raises(pgvault.TransformError, match="more than the 65536 allowed"):
+        transform.encoder_for(ArtifactBinding(BINDING.backup_id, "x" * 65500))
 
 
 def test_segments_are_released_only_once_authenticated(four_segments: Any) -> None:
@@ -389,11 +570,11 @@ def test_not_an_encrypted_artifact(key_path: Path) -> None:
 
 
 def test_newer_format_version_asks_for_an_upgrade(key_path: Path) -> None:
-    """A header of format version 2 is refused with a message to upgrade, not as tampering."""
+    """A header of format version 3 is refused with a message to upgrade, not as tampering."""
     transform = Aes256Gcm(key_file=key_path)
     blob = encrypt(transform, b"data")
-    with pytest.raises(pgvault.TransformError, match=r"version 2 is newer.*upgrade pgvault"):
-        decrypt(transform, blob[:8] + b"\x02" + blob[9:])
+    with pytest.raises(pgvault.TransformError, match=r"version 3 is newer.*upgrade pgvault"):
+        decrypt(transform, blob[:8] + b"\x03" + blob[9:])
 
 
 def test_hostile_header_cannot_exhaust_memory(
@@ -561,7 +742,7 @@ def test_manifest_params_hold_no_secret(key_path: Path, monkeypatch: pytest.Monk
     """Recorded parameters name algorithm, segment size and key id, never key or passphrase."""
     params = Aes256Gcm(key_file=key_path, segment_size=4096).manifest_params()
     assert params == {
-        "format_version": 1,
+        "format_version": 2,
         "algorithm": "AES-256-GCM",
         "key_derivation": "HKDF-SHA256",
         "segment_size": 4096,
@@ -837,11 +1018,16 @@ def test_key_rotation_keeps_every_backup_restorable(
     )
 
 
+def backup_folder(config_path: Path, backup_id: str) -> Path:
+    """The local vault folder of backup ``backup_id``."""
+    root = Path(pgvault.load_config(config_path).sink.describe())
+    return next(p for p in root.rglob(backup_id) if p.is_dir())
+
+
 def reseal_manifest(config_path: Path, backup_id: str, artifact: str, data: bytes) -> None:
     """Store ``data`` as ``artifact`` and rewrite the manifest's size and digests to match, as an
     attacker who holds the bucket can: only the encryption can catch it then."""
-    root = Path(pgvault.load_config(config_path).sink.describe())
-    folder = next(p for p in root.rglob(backup_id) if p.is_dir())
+    folder = backup_folder(config_path, backup_id)
     (folder / artifact).write_bytes(data)
     manifest = json.loads((folder / "manifest.json").read_text())
     for art in manifest["artifacts"]:
@@ -869,7 +1055,7 @@ def test_tampered_artifact_is_caught_by_verify_and_restore(
     manifest = pgvault.run(pgvault.load_config(config))
     art = manifest.artifacts[0].path
     stored = next(p for p in stored_files(config) if p.name == art).read_bytes()
-    header, seal = 58, 4096 + 16
+    header, seal = int.from_bytes(stored[10:14], "big"), 4096 + 16  # its length field
     assert len(stored) > header + 6 * seal
     if damage == "flip":
         pos = header + 3 * seal + 100
@@ -890,6 +1076,116 @@ def test_tampered_artifact_is_caught_by_verify_and_restore(
     assert restore.stderr.count("\n") == 1
     assert f"{art}: segment {segment}" in restore.stderr
     assert f"never_kept_{damage}" not in pg_cluster.databases()
+
+
+def moved(to: str, backup: str, sealed_for: str, sealed_in: str) -> str:
+    """The one line that says artifact ``to`` of ``backup`` holds another artifact's bytes."""
+    return (
+        f"artifact {to} of backup {backup} was encrypted for artifact {sealed_for} of backup "
+        f"{sealed_in}: it was moved or swapped"
+    )
+
+
+def test_an_older_backups_artifact_copied_over_a_newer_one_is_refused(
+    pg_cluster: PostgresCluster, sentinel_db: str, make_config: ConfigMaker, tmp_path: Path
+) -> None:
+    """An older backup's artifact stored over a newer backup's (same key, manifest rewritten to
+    match): verify --deep and restore name the artifact and both backups; no database is left."""
+    keys.write_key_file(tmp_path / "k")
+    config_path = make_config(
+        {"type": "pg_dump", "dsn": pg_cluster.dsn(sentinel_db)},
+        [{"type": "zstd"}, {"type": "aes-256-gcm", "key_file": str(tmp_path / "k")}],
+    )
+    config = pgvault.load_config(config_path)
+    old, new = pgvault.run(config), pgvault.run(config)
+    art = new.artifacts[0].path
+    assert old.artifacts[0].path == art
+    old_bytes = (backup_folder(config_path, old.backup_id) / art).read_bytes()
+    reseal_manifest(config_path, new.backup_id, art, old_bytes)
+    message = moved(art, new.backup_id, art, old.backup_id)
+
+    vault = pgvault.Vault.from_config(config)
+    context = DecodeContext(configured=config.transforms)
+    report = vault.verify(vault.manifest(new.backup_id), deep=True, context=context)
+    assert [(p.artifact, p.message) for p in report.problems] == [(art, message)]
+    with pytest.raises(pgvault.RestoreError) as info:
+        pgvault.restore(config, new.backup_id, target_db="never_kept_moved")
+    assert str(info.value).endswith(f"the new database was removed: {message}")
+    assert "never_kept_moved" not in pg_cluster.databases()
+    restore = pgvault_cli("restore", config_path, new.backup_id, "--target-db", "never_kept_moved")
+    assert restore.returncode == 1
+    assert restore.stderr.count("\n") == 1 and message in restore.stderr
+    assert "never_kept_moved" not in pg_cluster.databases()
+
+
+def test_artifacts_swapped_within_a_split_backup_are_refused(
+    pg_cluster: PostgresCluster, rich_db: str, make_config: ConfigMaker, tmp_path: Path
+) -> None:
+    """The main and a data archive of a jobs = 3 backup swapped (manifest rewritten to match):
+    verify --deep names each, and restore fails naming the first one read; no database is left."""
+    keys.write_key_file(tmp_path / "k")
+    config_path = make_config(
+        {"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db), "jobs": 3},
+        [{"type": "zstd"}, {"type": "aes-256-gcm", "key_file": str(tmp_path / "k")}],
+    )
+    config = pgvault.load_config(config_path)
+    manifest = pgvault.run(config)
+    main = next(a.path for a in manifest.artifacts if a.role == "main")
+    data = next(a.path for a in manifest.artifacts if a.role == "data")
+    folder = backup_folder(config_path, manifest.backup_id)
+    main_bytes, data_bytes = (folder / main).read_bytes(), (folder / data).read_bytes()
+    reseal_manifest(config_path, manifest.backup_id, main, data_bytes)
+    reseal_manifest(config_path, manifest.backup_id, data, main_bytes)
+
+    bid = manifest.backup_id
+    vault = pgvault.Vault.from_config(config)
+    context = DecodeContext(configured=config.transforms)
+    report = vault.verify(vault.manifest(bid), deep=True, context=context)
+    assert sorted((p.artifact, p.message) for p in report.problems) == sorted(
+        [(main, moved(main, bid, data, bid)), (data, moved(data, bid, main, bid))]
+    )
+    with pytest.raises(pgvault.RestoreError) as info:
+        pgvault.restore(config, bid, target_db="never_kept_swapped")
+    assert str(info.value).endswith(moved(main, bid, data, bid))
+    assert "never_kept_swapped" not in pg_cluster.databases()
+
+
+def test_version_2_and_version_1_artifacts_restore_through_the_vault(
+    pg_cluster: PostgresCluster, sentinel_db: str, make_config: ConfigMaker, tmp_path: Path
+) -> None:
+    """A new backup's artifacts are version 2, bound to their backup and name, and restore; the
+    same backup as pgvault wrote it before version 2 (unbound) still verifies and restores."""
+    keys.write_key_file(tmp_path / "k")
+    config_path = make_config(
+        {"type": "pg_dump", "dsn": pg_cluster.dsn(sentinel_db)},
+        [{"type": "aes-256-gcm", "key_file": str(tmp_path / "k"), "segment_size": 4096}],
+    )
+    config = pgvault.load_config(config_path)
+    manifest = pgvault.run(config)
+    vault = pgvault.Vault.from_config(config)
+    context = DecodeContext(configured=config.transforms)
+    folder = backup_folder(config_path, manifest.backup_id)
+    plain = {}
+    for art in manifest.artifacts:
+        stored = (folder / art.path).read_bytes()
+        header = Header.decode(stored[: int.from_bytes(stored[10:14], "big")])
+        assert stored[8] == 2
+        assert header.binding == ArtifactBinding(manifest.backup_id, art.path)
+        plain[art.path] = b"".join(vault.decoded(manifest, art.path, context))
+    pgvault.restore(config, manifest.backup_id, target_db="restored_v2")
+    assert pg_cluster.execute("SELECT count(*) FROM people", "restored_v2") == [(20000,)]
+    pg_cluster.drop_database("restored_v2")
+
+    master = keys.load_key_file(tmp_path / "k")
+    for path, data in plain.items():
+        v1 = reference_encrypt_v1(data, master, 4096)
+        reseal_manifest(config_path, manifest.backup_id, path, v1)
+    old = vault.manifest(manifest.backup_id)
+    assert all((folder / a.path).read_bytes()[8] == 1 for a in old.artifacts)
+    assert vault.verify(old, deep=True, context=context).ok
+    pgvault.restore(config, manifest.backup_id, target_db="restored_v1")
+    assert pg_cluster.execute("SELECT count(*) FROM people", "restored_v1") == [(20000,)]
+    pg_cluster.drop_database("restored_v1")
 
 
 def test_secrets_never_reach_logs_or_output(

@@ -1,5 +1,5 @@
 """Transforms: incremental byte-stream stages with inverses (``pgvault.transforms`` group)."""
 
-from pgvault.transforms.api import Codec, DecodeContext, Transform
+from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
 
-__all__ = ["Codec", "DecodeContext", "Transform"]
+__all__ = ["ArtifactBinding", "Codec", "DecodeContext", "Transform"]

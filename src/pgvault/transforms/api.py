@@ -1,10 +1,12 @@
 """The transform contract: incremental byte-stream stages with an inverse.
 
 A :class:`Transform` is an attrs class whose fields are its config options (one ``[[transform]]``
-table). For each artifact the pipeline asks it for a fresh :class:`Codec`, feeds it chunks with
-:meth:`Codec.update` and ends with :meth:`Codec.finish`. Restore does the inverse with the codec
-from :meth:`Transform.decoder`, built from nothing but what the manifest recorded (the public
-parameters) and the secrets in a :class:`DecodeContext`.
+table). For each artifact the pipeline asks it for a fresh :class:`Codec` with
+:meth:`Transform.encoder_for`, telling it which artifact of which backup it writes (an
+:class:`ArtifactBinding`), feeds it chunks with :meth:`Codec.update` and ends with
+:meth:`Codec.finish`. Restore does the inverse with the codec from :meth:`Transform.decoder`, built
+from nothing but what the manifest recorded (the public parameters) and the secrets and binding in
+a :class:`DecodeContext`.
 
 Rules every transform keeps:
 
@@ -21,6 +23,7 @@ Rules every transform keeps:
 from __future__ import annotations
 
 import abc
+import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -44,17 +47,68 @@ class Codec(Protocol):
         """End the stream; return the remaining output and check the stream was whole."""
 
 
+_FIELD_LENGTH = struct.Struct(">H")
+
+
+@attrs.frozen
+class ArtifactBinding:
+    """Which artifact of which backup a stream is: ``path`` is its name inside backup
+    ``backup_id`` (as in ``ArtifactRecord.path`` and ``Vault.artifact_key``).
+
+    A transform that authenticates its output (encryption) can seal this in, so that a reader told
+    where it is reading can refuse bytes that were written for another backup or another artifact.
+    """
+
+    backup_id: str
+    path: str
+
+    def canonical(self) -> bytes:
+        """The binding's bytes: for ``backup_id`` then ``path``, the length of its UTF-8 encoding
+        as 2 big-endian bytes, then that encoding. The length prefixes keep two different bindings
+        from ever sharing bytes (``("a", "bc")`` against ``("ab", "c")``)."""
+        out = []
+        for field in (self.backup_id, self.path):
+            raw = field.encode("utf-8")
+            if len(raw) > 0xFFFF:
+                raise ValueError(f"artifact binding field longer than 65535 bytes: {field[:40]}…")
+            out += [_FIELD_LENGTH.pack(len(raw)), raw]
+        return b"".join(out)
+
+    @classmethod
+    def from_canonical(cls, data: bytes) -> ArtifactBinding:
+        """The binding whose :meth:`canonical` bytes are ``data``; ``ValueError`` if they are not
+        such bytes."""
+        fields = []
+        pos = 0
+        for _ in range(2):
+            if len(data) < pos + _FIELD_LENGTH.size:
+                raise ValueError("artifact binding is truncated")
+            (size,) = _FIELD_LENGTH.unpack_from(data, pos)
+            pos += _FIELD_LENGTH.size
+            if len(data) < pos + size:
+                raise ValueError("artifact binding is truncated")
+            fields.append(data[pos : pos + size].decode("utf-8"))  # bad UTF-8 is a ValueError too
+            pos += size
+        if pos != len(data):
+            raise ValueError("artifact binding has trailing bytes")
+        return cls(fields[0], fields[1])
+
+
 @attrs.frozen
 class DecodeContext:
-    """Secrets a decoder may need, gathered from the current config and the command line.
+    """Secrets a decoder may need, gathered from the current config and the command line, and
+    which artifact is being read.
 
     ``configured`` holds the transforms of the current config (an encryption transform there
     carries the current and older keys); ``identities`` are private-key files given on the command
-    line. Compressors ignore both.
+    line. Compressors ignore both. ``binding`` says which artifact of which backup the stream is
+    read as (the vault sets it per artifact); a decoder that finds another binding sealed in the
+    stream refuses it. ``None`` (reading outside a vault) skips that check.
     """
 
     configured: Sequence[Transform] = ()
     identities: Sequence[Path] = ()
+    binding: ArtifactBinding | None = None
 
 
 class Transform(abc.ABC):
@@ -73,6 +127,14 @@ class Transform(abc.ABC):
     @abc.abstractmethod
     def encoder(self) -> Codec:
         """A fresh encoder for one artifact."""
+
+    def encoder_for(self, binding: ArtifactBinding) -> Codec:
+        """A fresh encoder for the artifact ``binding`` names; what the pipeline calls.
+
+        A transform that can seal the binding into its output (so its decoder can tell a moved or
+        swapped artifact) overrides this; the default ignores it and returns :meth:`encoder`.
+        """
+        return self.encoder()
 
     @classmethod
     @abc.abstractmethod

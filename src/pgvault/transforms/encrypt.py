@@ -5,9 +5,12 @@ segments, each sealed with AES-256-GCM under a key derived for this artifact alo
 over the master key and a random salt). A segment's nonce is its index and a last-segment flag,
 and every segment authenticates the whole header, so reordered, dropped, truncated or appended
 segments and a swapped or edited header all fail authentication; a decoder releases a segment
-only once its tag has checked out. The master key comes from a key file, a passphrase (scrypt)
-or, for X25519 recipients, is a random per-artifact key wrapped for each recipient, so a backup
-host holding only public keys writes backups it cannot read.
+only once its tag has checked out. Since format version 2 the header also names the backup and
+artifact it was written for (an :class:`~pgvault.transforms.api.ArtifactBinding`), so an artifact
+moved to another backup or swapped with a sibling authenticates but is refused as misplaced;
+version 1 artifacts, which name neither, are still read. The master key comes from a key file, a
+passphrase (scrypt) or, for X25519 recipients, is a random per-artifact key wrapped for each
+recipient, so a backup host holding only public keys writes backups it cannot read.
 
 The byte format is specified in ``docs/encryption-format.md`` and pinned by known-answer tests;
 key handling lives in :mod:`pgvault.keys`.
@@ -41,14 +44,15 @@ from pgvault.exceptions import (
     TransformError,
 )
 from pgvault.keys import KEY_ID_SIZE, KEY_SIZE, WRAPPED_KEY_SIZE, Identity, Recipient
-from pgvault.transforms.api import Codec, DecodeContext, Transform
+from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
 
 log = logging.getLogger("pgvault.transforms.encrypt")
 
 MAGIC = b"PGVENC\r\n"
 """First 8 bytes of every encrypted artifact (the CR LF catches text-mode mangling)."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version pgvault writes; it reads every version from 1 up to this one."""
 DEFAULT_SEGMENT_SIZE = 1 << 20
 MAX_SEGMENT_SIZE = 1 << 26
 """Largest segment a decoder accepts: it buffers one whole segment, so this bounds its memory."""
@@ -60,6 +64,7 @@ MAX_HEADER_SIZE = 1 << 16
 
 # magic, version, key source, header length, segment size: all big-endian.
 _FIXED = struct.Struct(">8sBBII")
+_BINDING_LENGTH = struct.Struct(">H")
 _STANZA_SIZE = KEY_ID_SIZE + KEY_SIZE + WRAPPED_KEY_SIZE
 _PAYLOAD_INFO = b"pgvault aes-256-gcm v1 payload"
 
@@ -145,6 +150,9 @@ class Header:
     """The master key's id (key file and passphrase sources)."""
     scrypt: ScryptParams | None = None
     stanzas: tuple[Stanza, ...] = ()
+    binding: ArtifactBinding | None = None
+    """Which artifact of which backup this one was written for (``None``: not known to the
+    writer, or a version 1 header)."""
 
     @property
     def spec(self) -> KeySpec:
@@ -154,7 +162,8 @@ class Header:
         return KeySpec(self.source, (self.key_id.hex(),), self.scrypt)
 
     def encode(self) -> bytes:
-        """The header's bytes, exactly as stored (and authenticated by every segment)."""
+        """The header's bytes in the current format version, exactly as stored (and authenticated
+        by every segment)."""
         body = [self.salt]
         if self.source is KeySource.RECIPIENTS:
             body.append(bytes([len(self.stanzas)]))
@@ -165,9 +174,18 @@ class Header:
                 assert self.scrypt is not None
                 s = self.scrypt
                 body.append(bytes([s.log_n, s.r, s.p]) + s.salt)
-        rest = b"".join(body)
-        total = _FIXED.size + len(rest)
-        return _FIXED.pack(MAGIC, FORMAT_VERSION, self.source, total, self.segment_size) + rest
+        binding = self.binding.canonical() if self.binding is not None else b""
+        total = _FIXED.size + sum(map(len, body)) + _BINDING_LENGTH.size + len(binding)
+        if total > MAX_HEADER_SIZE:
+            # Readers refuse a longer header: better to fail the backup than write it unreadable.
+            assert self.binding is not None
+            raise TransformError(
+                f"artifact {self.binding.path} of backup {self.binding.backup_id}: its name makes "
+                f"the encryption header {total} bytes, more than the {MAX_HEADER_SIZE} allowed"
+            )
+        body += [_BINDING_LENGTH.pack(len(binding)), binding]
+        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, self.source, total, self.segment_size)
+        return fixed + b"".join(body)
 
     @staticmethod
     def length(prefix: bytes) -> int | None:
@@ -184,7 +202,7 @@ class Header:
         if len(prefix) < _FIXED.size:
             return None
         _magic, version, _source, total, _segment = _FIXED.unpack_from(prefix)
-        if version != FORMAT_VERSION:
+        if not 1 <= version <= FORMAT_VERSION:
             if version > FORMAT_VERSION:
                 raise TransformError(
                     f"encryption format version {version} is newer than this pgvault reads "
@@ -197,8 +215,9 @@ class Header:
 
     @classmethod
     def decode(cls, raw: bytes) -> Header:
-        """Parse a whole header (``raw`` is exactly :meth:`length` bytes)."""
-        _magic, _version, source_byte, _total, segment_size = _FIXED.unpack_from(raw)
+        """Parse a whole header of any version this reads (``raw`` is exactly :meth:`length`
+        bytes)."""
+        _magic, version, source_byte, _total, segment_size = _FIXED.unpack_from(raw)
         damaged = "the encryption header is damaged"
         try:
             source = KeySource(source_byte)
@@ -209,26 +228,50 @@ class Header:
         pos = _FIXED.size
         salt = raw[pos : pos + SALT_SIZE]
         pos += SALT_SIZE
-        rest = raw[pos:]
+        # The key block runs to the end of a version 1 header; version 2 appends the binding.
         if source is KeySource.RECIPIENTS:
-            count = rest[0]
-            if count < 1 or len(rest) != 1 + count * _STANZA_SIZE:
+            count = raw[pos]
+            end = pos + 1 + count * _STANZA_SIZE
+            if count < 1 or end > len(raw) or (version == 1 and end != len(raw)):
                 raise CiphertextError(f"{damaged} (recipient list)")
+        else:
+            end = pos + KEY_ID_SIZE
+            if source is KeySource.PASSPHRASE:
+                end += 3 + keys.SCRYPT_SALT_SIZE
+            if end > len(raw) or (version == 1 and end != len(raw)):
+                raise CiphertextError(f"{damaged} (length of the key block)")
+        rest = raw[pos:end]
+        binding = _decode_binding(raw[end:]) if version >= 2 else None
+        if source is KeySource.RECIPIENTS:
             stanzas = []
             eph_end = KEY_ID_SIZE + KEY_SIZE
             for i in range(count):
                 s = rest[1 + i * _STANZA_SIZE : 1 + (i + 1) * _STANZA_SIZE]
                 stanzas.append(Stanza(s[:KEY_ID_SIZE], s[KEY_ID_SIZE:eph_end], s[eph_end:]))
-            return cls(source, segment_size, salt, stanzas=tuple(stanzas))
-        want = KEY_ID_SIZE + (3 + keys.SCRYPT_SALT_SIZE if source is KeySource.PASSPHRASE else 0)
-        if len(rest) != want:
-            raise CiphertextError(f"{damaged} (length of the key block)")
+            return cls(source, segment_size, salt, stanzas=tuple(stanzas), binding=binding)
         scrypt = None
         if source is KeySource.PASSPHRASE:
             log_n, r, p = rest[KEY_ID_SIZE : KEY_ID_SIZE + 3]
             scrypt = ScryptParams(rest[KEY_ID_SIZE + 3 :], log_n, r, p)
             scrypt.check()
-        return cls(source, segment_size, salt, key_id=rest[:KEY_ID_SIZE], scrypt=scrypt)
+        key_id = rest[:KEY_ID_SIZE]
+        return cls(source, segment_size, salt, key_id=key_id, scrypt=scrypt, binding=binding)
+
+
+def _decode_binding(tail: bytes) -> ArtifactBinding | None:
+    """The binding field of a version 2 header (everything after the key block)."""
+    damaged = CiphertextError("the encryption header is damaged (artifact binding)")
+    if len(tail) < _BINDING_LENGTH.size:
+        raise damaged
+    (length,) = _BINDING_LENGTH.unpack_from(tail)
+    if len(tail) != _BINDING_LENGTH.size + length:
+        raise damaged
+    if not length:
+        return None
+    try:
+        return ArtifactBinding.from_canonical(tail[_BINDING_LENGTH.size :])
+    except ValueError:
+        raise damaged from None
 
 
 def payload_key(master: bytes, salt: bytes) -> bytes:
@@ -349,10 +392,17 @@ class Aes256Gcm(Transform):
         return params
 
     def encoder(self) -> Codec:
+        """A fresh encoder whose header binds the artifact to nothing (its binding is empty), so
+        it decodes wherever it is read; the pipeline uses :meth:`encoder_for`."""
         return self._encoder(os.urandom)
 
-    def _encoder(self, randbytes: RandBytes) -> _Encoder:
-        """An encoder drawing its randomness from ``randbytes``.
+    def encoder_for(self, binding: ArtifactBinding) -> Codec:
+        """A fresh encoder that seals ``binding`` into the header, which every segment
+        authenticates: read as any other artifact, or in any other backup, it is refused."""
+        return self._encoder(os.urandom, binding)
+
+    def _encoder(self, randbytes: RandBytes, binding: ArtifactBinding | None = None) -> _Encoder:
+        """An encoder drawing its randomness from ``randbytes``, its header carrying ``binding``.
 
         The seam for known-answer tests. The order of draws is part of the test vectors: the
         scrypt salt (16 bytes, first use of a passphrase config only), the artifact salt (32),
@@ -367,14 +417,18 @@ class Aes256Gcm(Transform):
             if source is KeySource.KEY_FILE:
                 master = self._master()
             kid = bytes.fromhex(keys.key_id(master))
-            header = Header(source, self.segment_size, salt, key_id=kid, scrypt=scrypt)
+            header = Header(
+                source, self.segment_size, salt, key_id=kid, scrypt=scrypt, binding=binding
+            )
         else:
             master = randbytes(KEY_SIZE)
             stanzas = []
             for recipient in self._recipients():
                 ephemeral, wrapped = keys.wrap_key(master, recipient, randbytes(KEY_SIZE))
                 stanzas.append(Stanza(bytes.fromhex(recipient.key_id), ephemeral, wrapped))
-            header = Header(source, self.segment_size, salt, stanzas=tuple(stanzas))
+            header = Header(
+                source, self.segment_size, salt, stanzas=tuple(stanzas), binding=binding
+            )
         return _Encoder(AESGCM(payload_key(master, salt)), header.encode(), self.segment_size, salt)
 
     def _master(self) -> bytes:
@@ -417,7 +471,7 @@ class Aes256Gcm(Transform):
             # Fail now, before a restore touches its target, if no key fits; each artifact's
             # header (which is what is authenticated) is checked again as it is read.
             keyring.resolve(spec)
-        return _Decoder(keyring)
+        return _Decoder(keyring, context.binding)
 
 
 def _passphrase_from_env(name: str, option: str) -> bytes:
@@ -612,10 +666,14 @@ class _Decoder:
     A full segment is opened as a middle one only once a byte beyond it has arrived; at
     :meth:`finish` what remains must open as the last segment. When a segment fails, the other
     reading (last / not last) is tried only to say what happened: appended data or truncation.
+    With ``expected`` given, an artifact whose header is bound to another one is refused once
+    segment 0 has authenticated that header, before its plaintext is released.
     """
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, expected: ArtifactBinding | None = None) -> None:
         self._keyring = keyring
+        self._expected = expected
+        self._sealed_for: ArtifactBinding | None = None
         self._buf = bytearray()
         self._aead: AESGCM | None = None
         self._aad = b""
@@ -659,6 +717,7 @@ class _Decoder:
         master = _unwrap(header, found) if isinstance(found, Identity) else found
         self._aead = AESGCM(payload_key(master, header.salt))
         self._aad = raw
+        self._sealed_for = header.binding
         self._sealed_size = header.segment_size + TAG_SIZE
         del self._buf[:total]
         return True
@@ -681,6 +740,7 @@ class _Decoder:
                     segment=i + 1,
                 )
             raise CiphertextError(self._failed(i), segment=i)
+        self._check_binding()
         self._index += 1
         return plain
 
@@ -703,8 +763,25 @@ class _Decoder:
         if not plain and i > 0:
             # pgvault never writes an empty last segment after others (see _Encoder).
             raise CiphertextError(f"segment {i}: an empty last segment is not valid", segment=i)
+        self._check_binding()
         self._index += 1
         return plain
+
+    def _check_binding(self) -> None:
+        """Refuse an artifact sealed for another place, once a segment has vouched for the header.
+
+        Checked only after segment 0 authenticates, so the binding it names is what pgvault wrote
+        (a damaged header fails as such instead), and before that segment is released.
+        """
+        want, found = self._expected, self._sealed_for
+        if self._index or want is None or found is None or found == want:
+            return
+        error = CiphertextError(
+            f"artifact {want.path} of backup {want.backup_id} was encrypted for artifact "
+            f"{found.path} of backup {found.backup_id}: it was moved or swapped"
+        )
+        error.artifact = want.path  # the message names it already: the vault must not prefix it
+        raise error
 
     @staticmethod
     def _failed(i: int, *, partial: bool = False) -> str:
