@@ -168,3 +168,64 @@ def test_an_exact_count_mismatch_fails_validation(
         pgvault.RestoreError, match=r"public\.users: 3000 rows, the backup counted 2999 exactly"
     ):
         pgvault.restore(config, manifest.backup_id, target_db="miscounted")
+
+
+STALE_STATISTICS = """
+CREATE TABLE grown (id int, pad text) WITH (autovacuum_enabled = off);
+INSERT INTO grown SELECT i, repeat('g', 60) FROM generate_series(1, 2000) i;
+ANALYZE grown;
+INSERT INTO grown SELECT i, repeat('g', 60) FROM generate_series(2001, 50000) i;
+CREATE TABLE shrunk (id int, pad text) WITH (autovacuum_enabled = off);
+INSERT INTO shrunk SELECT i, repeat('s', 60) FROM generate_series(1, 50000) i;
+ANALYZE shrunk;
+DELETE FROM shrunk WHERE id > 5000;
+CREATE TABLE filled_after_analyze (id int) WITH (autovacuum_enabled = off);
+ANALYZE filled_after_analyze;
+INSERT INTO filled_after_analyze SELECT generate_series(1, 40000);
+CREATE TABLE never_analyzed (id int) WITH (autovacuum_enabled = off);
+INSERT INTO never_analyzed SELECT generate_series(1, 30000);
+"""
+
+
+@pytest.fixture
+def stale_db(pg_cluster: PostgresCluster) -> str:
+    """A database whose planner statistics lag far behind its tables, as after a bulk load or
+    a mass delete that autovacuum has not caught up with."""
+    pg_cluster.drop_database("stale_stats")
+    pg_cluster.create_database("stale_stats")
+    pg_cluster.execute(STALE_STATISTICS, "stale_stats")
+    return "stale_stats"
+
+
+def test_stale_statistics_do_not_fail_a_good_restore(
+    pg_cluster: PostgresCluster, stale_db: str, make_config: ConfigMaker
+) -> None:
+    """Tables grown, emptied or filled since their last ANALYZE restore and validate: the
+    recorded estimates follow the tables, not the stale statistics."""
+    config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(stale_db)}))
+    manifest = pgvault.run(config)
+    pg_cluster.drop_database("stale_copy")
+    result = pgvault.restore(config, manifest.backup_id, target_db="stale_copy")
+    assert result.validation.ok
+    assert snapshot_database(pg_cluster, "stale_copy") == snapshot_database(pg_cluster, stale_db)
+    pg_cluster.drop_database("stale_copy")
+
+
+def test_far_fewer_rows_than_estimated_fails_validation(
+    pg_cluster: PostgresCluster, stale_db: str, make_config: ConfigMaker
+) -> None:
+    """A restored table with a tenth of the rows the backup estimated fails, naming it."""
+    config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(stale_db)}))
+    manifest = pgvault.run(config)
+
+    def inflate(m: dict) -> None:
+        for t in m["source"]["tables"]:
+            if t["name"] == "grown":
+                t["rows"] = 500_000
+                t.pop("live_rows", None)
+
+    edit_manifest(config, manifest.backup_id, inflate)
+    pg_cluster.drop_database("short_copy")
+    with pytest.raises(pgvault.RestoreError, match=r"public\.grown: about \d+ rows, the backup"):
+        pgvault.restore(config, manifest.backup_id, target_db="short_copy")
+    assert "short_copy" not in pg_cluster.databases()

@@ -59,9 +59,9 @@ class PgDumpSource(Source):
     (default; restorable table by table), ``plain`` (SQL) or ``tar``. ``schemas``,
     ``exclude_schemas`` and ``exclude_tables`` take pg_dump patterns. ``count_tables`` names tables
     (``schema.table``, or ``"*"`` for all) whose rows are counted exactly for restore validation;
-    the others record the planner's estimate. ``pg_dump`` overrides the binary, which by default
-    matches the server's major version. ``lock_wait_timeout`` (e.g. ``"5min"``) makes pg_dump fail
-    instead of waiting forever behind a lock.
+    the others record estimates (the planner's and ``n_live_tup``). ``pg_dump`` overrides the
+    binary, which by default matches the server's major version. ``lock_wait_timeout`` (e.g.
+    ``"5min"``) makes pg_dump fail instead of waiting forever behind a lock.
     """
 
     type_name: ClassVar[str] = "pg_dump"
@@ -116,11 +116,30 @@ def server_major(metadata: Mapping[str, Any]) -> int | None:
     return int(num) // 10000 if isinstance(num, int) else None
 
 
+# A table's rows as the planner would estimate them now: the density ANALYZE or VACUUM last
+# measured (reltuples / relpages) times the pages the table has today, which follows a table
+# that grew or shrank since. With no density (never analyzed, or analyzed while empty) there is
+# no estimate, unless the table has no pages at all: then it has no rows.
+_ESTIMATE = (
+    "CASE WHEN c.reltuples >= 0 AND c.relpages > 0 "
+    "THEN round(c.reltuples / c.relpages "
+    "* (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint "
+    "WHEN pg_relation_size(c.oid) = 0 THEN 0 END"
+)
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
 @attrs.frozen
 class _Table:
     schema: str
     name: str
     estimate: int | None
+    live_rows: int | None
+    """The statistics system's live-row count (``n_live_tup``): a second opinion that follows
+    deletes before VACUUM does, but is zero after a stats reset, a crash or on a standby."""
     size: int
 
     @property
@@ -131,6 +150,21 @@ class _Table:
     def pattern(self) -> str:
         """The pg_dump pattern that matches exactly this table."""
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+
+def _table_record(table: _Table, exact_rows: int | None) -> dict[str, Any]:
+    """A table's entry in the manifest: its exact row count, or the estimates restore checks."""
+    if exact_rows is not None:
+        return {"schema": table.schema, "name": table.name, "rows": exact_rows, "exact": True}
+    record: dict[str, Any] = {
+        "schema": table.schema,
+        "name": table.name,
+        "rows": table.estimate,
+        "exact": False,
+    }
+    if table.live_rows is not None:
+        record["live_rows"] = table.live_rows
+    return record
 
 
 class _PgDumpRun(SourceRun):
@@ -218,14 +252,16 @@ class _PgDumpRun(SourceRun):
                 params += [_name_regex(schema_part), _name_regex(name_part)]
         # Only fixed clauses are joined here; every user-given pattern is a bound parameter.
         sql = (
-            "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid) "  # noqa: S608
+            f"SELECT n.nspname, c.relname, {_ESTIMATE}, s.n_live_tup, "  # noqa: S608
+            "pg_total_relation_size(c.oid) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
             f"WHERE {' AND '.join(where)} ORDER BY 1, 2"
         )
         rows = self._conn.execute(sql, params).fetchall()
         return [
-            _Table(str(s), str(t), int(str(e)) if int(str(e)) >= 0 else None, int(str(z)))
-            for s, t, e, z in rows
+            _Table(str(s), str(t), _int_or_none(e), _int_or_none(live), int(str(z)))
+            for s, t, e, live, z in rows
         ]
 
     def _resolve_count_tables(self) -> list[_Table]:
@@ -349,12 +385,7 @@ class _PgDumpRun(SourceRun):
             "exclude_tables": list(src.exclude_tables),
             "large_objects": self._large_objects,
             "tables": [
-                {
-                    "schema": t.schema,
-                    "name": t.name,
-                    "rows": self._counts[t.qualified] if t.qualified in exact else t.estimate,
-                    "exact": t.qualified in exact,
-                }
+                _table_record(t, self._counts.get(t.qualified) if t.qualified in exact else None)
                 for t in self._tables
             ],
         }
