@@ -229,3 +229,24 @@ def test_far_fewer_rows_than_estimated_fails_validation(
     with pytest.raises(pgvault.RestoreError, match=r"public\.grown: about \d+ rows, the backup"):
         pgvault.restore(config, manifest.backup_id, target_db="short_copy")
     assert "short_copy" not in pg_cluster.databases()
+
+
+def test_damage_is_named_even_when_pg_restore_fails_first(
+    pg_cluster: PostgresCluster, rich_db: str, make_config: ConfigMaker
+) -> None:
+    """A damaged byte that pg_restore trips over (a broken date in COPY data) before the stream's
+    end is reported as the damaged artifact, not as a COPY error to debug on the target."""
+    config = pgvault.load_config(
+        make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)}, transforms=[])
+    )
+    manifest = pgvault.run(config)
+    art = manifest.artifacts[0]
+    stored = backup_folder(config, manifest.backup_id) / art.path
+    data = bytearray(stored.read_bytes())
+    at = data.index(b"\t1950-01-02\t")  # users.born of the first row, in the COPY data
+    data[at + 5] = ord("x")
+    stored.write_bytes(bytes(data))
+    pg_cluster.drop_database("damaged_copy")
+    with pytest.raises(pgvault.RestoreError, match=rf"artifact {art.path}: sha256 mismatch"):
+        pgvault.restore(config, manifest.backup_id, target_db="damaged_copy")
+    assert "damaged_copy" not in pg_cluster.databases()

@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 import psycopg
 
-from pgvault.exceptions import PgVaultError, RestoreError
+from pgvault.exceptions import IntegrityError, PgVaultError, RestoreError, TransformError
 from pgvault.manifest import Manifest
 from pgvault.postgres import (
     connect,
@@ -548,14 +548,39 @@ def _run_concurrently(
 def _run_tool(argv: list[str], chunks: Iterator[bytes], env: dict[str, str]) -> None:
     rc, _out, err = pipe_into(argv, chunks, env)
     if rc != 0:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()  # stops the decoding threads behind the stream
-        raise RestoreError(exit_description(argv[0], rc, err))
+        failure = RestoreError(exit_description(argv[0], rc, err))
+        _raise_if_damaged(chunks, failure)
+        raise failure
     # The tool may stop reading before the end (trailing padding): the stream must still have
     # been whole, so drain it to let its digests and size be checked.
     for _ in chunks:
         pass
+
+
+def _raise_if_damaged(chunks: Iterator[bytes], failure: RestoreError) -> None:
+    """Read what ``failure``'s tool left of ``chunks`` to the end, where the stored digests are
+    checked; raise the damage found there, from ``failure``.
+
+    A damaged unencrypted artifact often makes pg_restore fail on garbage (a COPY error) before
+    the stream's end, where the digest mismatch would have been seen. "The backup is damaged" and
+    "the target refused it" call for different actions on a bad day, so the rest is read first:
+    it costs at most the rest of one artifact, and only on a failure.
+    """
+    if chunks is _NONE:
+        return  # the tool read a work file, whose stream was read and checked to its end
+    log.warning(
+        "%s; reading the rest of the artifact to tell a damaged backup from a problem with the "
+        "target",
+        failure,
+    )
+    try:
+        for _ in chunks:
+            pass
+    except (IntegrityError, TransformError) as damage:
+        raise damage from failure
+    except PgVaultError:
+        # Storage gone while checking: the damage is unproven; report what the tool said.
+        return
 
 
 @contextlib.contextmanager
