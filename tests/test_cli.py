@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +152,111 @@ def test_missing_config_and_unknown_backup(config_path: Path, tmp_path: Path) ->
     unknown = pgvault_cli("show", config_path, "20000101T000000Z-abcdef")
     assert unknown.returncode == 1
     assert "no complete backup '20000101T000000Z-abcdef'" in unknown.stderr
+
+
+def _wait_for(ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _pg_dumps_waiting_on_a_lock(cluster: PostgresCluster, dbname: str) -> int:
+    rows = cluster.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        f"AND datname = '{dbname}' AND query LIKE 'LOCK TABLE %IN ACCESS SHARE MODE'"
+    )
+    return int(str(rows[0][0]))
+
+
+# pg_dump locks a partitioned table itself, which pgvault's own look at the tables does not
+# touch: with ONLY the parent locked, it is pg_dump, a child process, that waits.
+PARTITIONED = """
+CREATE TABLE parts (id int) PARTITION BY RANGE (id);
+CREATE TABLE parts_low PARTITION OF parts FOR VALUES FROM (0) TO (1000);
+INSERT INTO parts SELECT generate_series(0, 999);
+"""
+
+
+def _pg_dump_processes(cluster: PostgresCluster) -> list[str]:
+    """Command lines of running pg_dump processes that talk to ``cluster``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not a process
+            continue
+        line = b" ".join(argv).decode(errors="replace")
+        if argv and argv[0].endswith(b"pg_dump") and f"port={cluster.port}" in line:
+            found.append(line)
+    return found
+
+
+def _terminate_once_pg_dump_waits(
+    cluster: PostgresCluster, dbname: str, table: str, *args: str | Path
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pgvault ARGS`` while ``table`` is locked, so its pg_dump of ``dbname`` waits; send
+    SIGTERM once it does, as systemd, docker stop or ``timeout`` would; return the outcome."""
+    with cluster.connect(dbname) as holder, holder.transaction():
+        holder.execute(f"LOCK TABLE ONLY {table} IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pgvault", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for(lambda: _pg_dumps_waiting_on_a_lock(cluster, dbname) == 1, "pg_dump to wait")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        # Checked while the lock still holds: a pg_dump left behind would still be waiting.
+        assert _pg_dump_processes(cluster) == []
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigterm_stops_a_backup_and_leaves_nothing(
+    pg_cluster: PostgresCluster, make_config: ConfigMaker, tmp_path: Path
+) -> None:
+    """SIGTERM during a backup (pg_dump waiting on a lock): exit 143 with one line, nothing
+    listed or stored, and the pg_dump stopped rather than left waiting."""
+    pg_cluster.drop_database("sigterm_src")
+    pg_cluster.create_database("sigterm_src")
+    pg_cluster.execute(PARTITIONED, dbname="sigterm_src")
+    config_path = make_config({"type": "pg_dump", "dsn": pg_cluster.dsn("sigterm_src")})
+    result = _terminate_once_pg_dump_waits(pg_cluster, "sigterm_src", "parts", "run", config_path)
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "pgvault: terminated (SIGTERM); nothing was left half-written"
+    )
+    assert json.loads(pgvault_cli("list", config_path, "--json").stdout) == []
+    assert [p for p in (tmp_path / "vault").rglob("*") if p.is_file()] == []
+    pg_cluster.drop_database("sigterm_src")
+
+
+def test_sigterm_during_a_replacing_restore_keeps_the_old_database(
+    pg_cluster: PostgresCluster, rich_db: str, config_path: Path
+) -> None:
+    """SIGTERM while --drop-existing takes its safety backup: the database to be replaced is
+    still there, unchanged, and no half-made safety backup is listed."""
+    backup_id = pgvault_cli("run", config_path).stdout.strip()
+    pg_cluster.drop_database("keep_me")
+    pg_cluster.create_database("keep_me")
+    pg_cluster.execute(PARTITIONED, dbname="keep_me")
+    before = snapshot_database(pg_cluster, "keep_me")
+    result = _terminate_once_pg_dump_waits(
+        pg_cluster,
+        "keep_me",
+        "parts",
+        "restore",
+        config_path,
+        backup_id,
+        "--target-db",
+        "keep_me",
+        "--drop-existing",
+        "--yes",
+    )
+    assert result.returncode == 143, result.stderr
+    assert snapshot_database(pg_cluster, "keep_me") == before
+    listed = json.loads(pgvault_cli("list", config_path, "--json").stdout)
+    assert [b["backup_id"] for b in listed] == [backup_id]
+    pg_cluster.drop_database("keep_me")

@@ -2,7 +2,8 @@
 
 Each command takes the config path first. Data goes to stdout (``--json`` where it prints data);
 errors are one line on stderr, with a traceback only under ``--debug``. Exit codes: 0 success,
-1 failure (backup failed, verification found a problem), 2 bad usage or config, 130 interrupted.
+1 failure (backup failed, verification found a problem), 2 bad usage or config, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM: systemd, docker stop, ``timeout``), after the same cleanup.
 ``check`` exits like a Nagios plugin instead: 0 OK, 1 WARNING, 2 CRITICAL, and 2 too when it cannot
 check at all (config error, bug), with a ``CRITICAL:`` line on stdout for monitors that read only
 that.
@@ -13,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -41,6 +44,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CRITICAL = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM killed
 
 log = logging.getLogger("pgvault")
 
@@ -183,14 +187,33 @@ def _timestamp(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived. It unwinds like Ctrl-C, so the same cleanup runs: a backup's partial
+    objects are removed, a restore's new database is dropped, a drill's database too, and child
+    processes (pg_dump holding a snapshot, pg_restore) are stopped."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # One is enough: a second SIGTERM (an impatient supervisor) must not cut the cleanup short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated("terminated by SIGTERM")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pgvault`` command; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    # By default SIGTERM kills Python on the spot: no cleanup, pg_dump left running. (Only the
+    # main thread may set handlers; main() called from another thread keeps the default.)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return handler(args)
+    except Terminated:
+        print("pgvault: terminated (SIGTERM); nothing was left half-written", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("pgvault: interrupted; nothing was left half-written", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -207,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A bug, not a user mistake: say so, in one line unless --debug.
         _report(args, exc, prefix="internal error (please report it): ")
         return EXIT_FAILED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _report(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
