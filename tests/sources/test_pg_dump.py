@@ -314,3 +314,51 @@ def test_pg_dump_killed_mid_stream_fails_and_leaves_nothing(
     assert_nothing_left(config)
     # The next run on the same vault succeeds.
     assert pgvault.run(config).backup_id
+
+
+@pytest.mark.parametrize(
+    ("lock", "who"),
+    [
+        # A plain table: pgvault's own look at the tables' sizes is the first to wait.
+        ("LOCK TABLE plain", "a table stayed locked by another session"),
+        # Only a partitioned parent: pgvault's look passes, and pg_dump itself waits.
+        ("LOCK TABLE ONLY parts", "pg_dump: error: query failed: ERROR:  canceling statement"),
+    ],
+    ids=["pgvault-waits", "pg_dump-waits"],
+)
+def test_lock_wait_timeout_gives_up_on_a_locked_table(
+    pg_cluster: PostgresCluster, make_config: ConfigMaker, lock: str, who: str
+) -> None:
+    """With lock_wait_timeout, a table held by a long ALTER or VACUUM FULL fails the backup
+    once the time is up, whoever meets the lock first, rather than hanging the nightly job."""
+    pg_cluster.drop_database("locked")
+    pg_cluster.create_database("locked")
+    pg_cluster.execute(
+        "CREATE TABLE plain AS SELECT generate_series(1, 100) AS id;"
+        "CREATE TABLE parts (id int) PARTITION BY RANGE (id);"
+        "CREATE TABLE parts_low PARTITION OF parts FOR VALUES FROM (0) TO (1000);",
+        "locked",
+    )
+    config = pgvault.load_config(
+        make_config({"type": "pg_dump", "dsn": pg_cluster.dsn("locked"), "lock_wait_timeout": "1s"})
+    )
+    outcome: list[BaseException] = []
+
+    def backup() -> None:
+        try:
+            pgvault.run(config)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with pg_cluster.connect("locked") as holder, holder.transaction():
+        holder.execute(f"{lock} IN ACCESS EXCLUSIVE MODE")
+        attempt = threading.Thread(target=backup)
+        attempt.start()
+        attempt.join(60)
+        waited = attempt.is_alive()
+    attempt.join()
+    assert not waited, "the backup was still waiting on the lock a minute later"
+    assert len(outcome) == 1 and isinstance(outcome[0], pgvault.SourceError), outcome
+    assert who in str(outcome[0])
+    assert list(pgvault.Vault.from_config(config).backups()) == []
+    pg_cluster.drop_database("locked")

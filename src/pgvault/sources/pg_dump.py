@@ -128,6 +128,10 @@ _ESTIMATE = (
 )
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _int_or_none(value: object) -> int | None:
     return None if value is None else int(str(value))
 
@@ -196,6 +200,18 @@ class _PgDumpRun(SourceRun):
         assert row is not None
         self._database, self._server_version = str(row[0]), str(row[1])
 
+        if src.lock_wait_timeout:
+            # pgvault's own look at the tables (their sizes, the counts) takes the same locks
+            # pg_dump does, so it must give up as soon as pg_dump would, not wait forever.
+            try:
+                conn.execute(
+                    "SELECT set_config('lock_timeout', %s, false)", [src.lock_wait_timeout]
+                )
+            except psycopg.Error as exc:
+                raise SourceError(
+                    f"source.lock_wait_timeout {src.lock_wait_timeout!r}: {_first_line(exc)}"
+                ) from None
+
         # Hold one snapshot open for the whole run: pg_dump imports it and the counts use it.
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
@@ -210,8 +226,14 @@ class _PgDumpRun(SourceRun):
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             self._snapshot = None
 
-        self._tables = self._list_tables()
-        self._exact = self._resolve_count_tables()
+        try:
+            self._tables = self._list_tables()
+            self._exact = self._resolve_count_tables()
+        except psycopg.errors.LockNotAvailable as exc:
+            raise SourceError(
+                f"database {self._database}: a table stayed locked by another session for longer "
+                f"than source.lock_wait_timeout ({src.lock_wait_timeout}): {_first_line(exc)}"
+            ) from None
         lo_row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
         self._large_objects = int(str(lo_row[0])) if lo_row else 0
         self._launch()
