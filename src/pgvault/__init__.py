@@ -7,6 +7,7 @@ command does is a function here; none of them prints or exits.
 
 from pgvault.config import PipelineConfig, load_config, parse_config
 from pgvault.exceptions import (
+    ArchiveFormatError,
     BackupNotFoundError,
     CiphertextError,
     ConfigError,
@@ -35,6 +36,7 @@ from pgvault.retention import RetentionPlan, RetentionPolicy
 from pgvault.vault import Vault, VerifyProblem, VerifyReport
 
 __all__ = [
+    "ArchiveFormatError",
     "ArtifactRecord",
     "BackupNotFoundError",
     "CheckResult",

@@ -185,5 +185,17 @@ class RestoreError(PgVaultError):
     """A restore was refused or failed; the message says what the target now holds."""
 
 
+class ArchiveFormatError(PgVaultError):
+    """A pg_dump archive file is not laid out as pgvault can read it: not a custom-format
+    archive, an archive version pgvault does not know, or truncated or damaged.
+
+    ``path`` names the file; the message says what was found where.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
 class Aborted(PgVaultError):
     """The user declined a confirmation prompt; nothing was changed."""
