@@ -67,6 +67,25 @@ def test_verify_passes_then_names_a_flipped_byte(
     assert not vault.verify(manifest, deep=True).ok
 
 
+def test_deep_verify_names_damage_that_pg_restore_trips_over_first(
+    pg_cluster: PostgresCluster, rich_db: str, make_config: ConfigMaker
+) -> None:
+    """A damaged archive start makes pg_restore --list fail before the digest is complete:
+    deep verify still reports the artifact as damaged, not pg_restore's complaint."""
+    config = pgvault.load_config(
+        make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)}, transforms=[])
+    )
+    manifest = pgvault.run(config)
+    path = artifact_file(config, manifest)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01  # the archive's magic: pg_restore refuses the file at once
+    path.write_bytes(bytes(data))
+    report = pgvault.Vault.from_config(config).verify(manifest, deep=True)
+    assert [(p.artifact, "sha256 mismatch" in p.message) for p in report.problems] == [
+        (manifest.artifacts[0].path, True)
+    ]
+
+
 def test_verify_names_a_removed_artifact(
     backed_up: tuple[pgvault.PipelineConfig, pgvault.Manifest],
 ) -> None:

@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 import psycopg
 
-from pgvault.exceptions import IntegrityError, PgVaultError, RestoreError, TransformError
+from pgvault.exceptions import PgVaultError, RestoreError
 from pgvault.manifest import Manifest
 from pgvault.pg_archive import fill_data_offsets
 from pgvault.postgres import (
@@ -38,7 +38,7 @@ from pgvault.postgres import (
 )
 from pgvault.sources.pg_dump import schema_selected, server_major
 from pgvault.transforms.api import DecodeContext
-from pgvault.vault import Vault
+from pgvault.vault import Vault, raise_if_damaged
 
 if TYPE_CHECKING:
     from pgvault.config import PipelineConfig
@@ -553,38 +553,13 @@ def _run_tool(argv: list[str], chunks: Iterator[bytes], env: dict[str, str]) -> 
     rc, _out, err = pipe_into(argv, chunks, env)
     if rc != 0:
         failure = RestoreError(exit_description(argv[0], rc, err))
-        _raise_if_damaged(chunks, failure)
+        if chunks is not _NONE:  # else the tool read a work file, already read to its end
+            raise_if_damaged(chunks, failure)
         raise failure
     # The tool may stop reading before the end (trailing padding): the stream must still have
     # been whole, so drain it to let its digests and size be checked.
     for _ in chunks:
         pass
-
-
-def _raise_if_damaged(chunks: Iterator[bytes], failure: RestoreError) -> None:
-    """Read what ``failure``'s tool left of ``chunks`` to the end, where the stored digests are
-    checked; raise the damage found there, from ``failure``.
-
-    A damaged unencrypted artifact often makes pg_restore fail on garbage (a COPY error) before
-    the stream's end, where the digest mismatch would have been seen. "The backup is damaged" and
-    "the target refused it" call for different actions on a bad day, so the rest is read first:
-    it costs at most the rest of one artifact, and only on a failure.
-    """
-    if chunks is _NONE:
-        return  # the tool read a work file, whose stream was read and checked to its end
-    log.warning(
-        "%s; reading the rest of the artifact to tell a damaged backup from a problem with the "
-        "target",
-        failure,
-    )
-    try:
-        for _ in chunks:
-            pass
-    except (IntegrityError, TransformError) as damage:
-        raise damage from failure
-    except PgVaultError:
-        # Storage gone while checking: the damage is unproven; report what the tool said.
-        return
 
 
 @contextlib.contextmanager
@@ -683,7 +658,9 @@ def restore_files(
             for _ in chunks:  # the rest (tar padding) still has to pass the digest check
                 pass
         except tarfile.TarError as exc:
-            raise RestoreError(f"artifact {art.path} is not a valid tar archive: {exc}") from exc
+            failure = RestoreError(f"artifact {art.path} is not a valid tar archive: {exc}")
+            raise_if_damaged(chunks, failure)
+            raise failure from exc
         total += art.raw_size
     return RestoreResult(manifest.backup_id, str(target_dir), total)
 

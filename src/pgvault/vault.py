@@ -13,6 +13,7 @@ location) is fully usable.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from pgvault.exceptions import (
     ManifestError,
     ObjectNotFoundError,
     PgVaultError,
+    TransformError,
 )
 from pgvault.flow import Aborted, Channel, Flow, through
 from pgvault.manifest import MANIFEST_NAME, Manifest
@@ -36,6 +38,8 @@ from pgvault.transforms.digest import Digests
 
 if TYPE_CHECKING:
     from pgvault.config import PipelineConfig
+
+log = logging.getLogger("pgvault.vault")
 
 
 @attrs.frozen
@@ -292,11 +296,13 @@ class Vault:
             try:
                 if deep:
                     chunks = self.decoded(manifest, art.path, context)
-                    note = (
-                        source_cls.check_stream(manifest.source, art.role, chunks)
-                        if source_cls
-                        else None
-                    )
+                    note = None
+                    if source_cls:
+                        try:
+                            note = source_cls.check_stream(manifest.source, art.role, chunks)
+                        except PgVaultError as failure:
+                            raise_if_damaged(chunks, failure)
+                            raise
                     for _ in chunks:  # drain what the check left unread, checking digests
                         pass
                     if note:
@@ -317,6 +323,30 @@ class Vault:
             problems=tuple(problems),
             details=details,
         )
+
+
+def raise_if_damaged(chunks: Iterator[bytes], failure: PgVaultError) -> None:
+    """Read what a consumer that failed with ``failure`` left of ``chunks`` (from
+    :meth:`Vault.decoded`) to the end, where the stored digests are checked; raise the damage
+    found there, from ``failure``. Return if the artifact is whole.
+
+    A damaged unencrypted artifact often makes its consumer (pg_restore, tar, pg_restore --list)
+    fail on garbage before the stream's end, where the digest mismatch would have been seen. "The
+    backup is damaged" and "the target refused it" call for different actions on a bad day, so
+    the rest is read first: it costs at most the rest of one artifact, and only on a failure.
+    """
+    log.warning(
+        "%s; reading the rest of the artifact to tell a damaged backup from another problem",
+        failure,
+    )
+    try:
+        for _ in chunks:
+            pass
+    except (IntegrityError, TransformError) as damage:
+        raise damage from failure
+    except PgVaultError:
+        # Storage gone while checking: the damage is unproven; the caller reports ``failure``.
+        return
 
 
 def _strip(message: str, manifest: Manifest, path: str) -> str:

@@ -96,6 +96,26 @@ def test_restore_refuses_a_non_empty_folder(tmp_path: Path, make_config: ConfigM
     assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
 
 
+def test_damage_that_breaks_the_tar_is_named_as_damage(
+    tmp_path: Path, make_config: ConfigMaker
+) -> None:
+    """A damaged byte in a tar header makes tar fail before the digest is complete: the restore
+    names the damaged artifact rather than calling it "not a valid tar archive"."""
+    src = tmp_path / "src"
+    make_tree(src)
+    config = pgvault.load_config(
+        make_config({"type": "files", "paths": [str(src / "media")]}, transforms=[])
+    )
+    manifest = pgvault.run(config)
+    art = manifest.artifacts[0]
+    stored = tmp_path / "vault" / config.name / "backups" / manifest.backup_id / art.path
+    data = bytearray(stored.read_bytes())
+    data[150] ^= 0x01  # inside the first header's checksum field
+    stored.write_bytes(bytes(data))
+    with pytest.raises(pgvault.IntegrityError, match=rf"artifact {art.path}: sha256 mismatch"):
+        pgvault.restore(config, manifest.backup_id, target_dir=tmp_path / "restored")
+
+
 def test_missing_folder_is_named(tmp_path: Path, make_config: ConfigMaker) -> None:
     """A configured folder that does not exist fails the run naming it."""
     config = pgvault.load_config(make_config({"type": "files", "paths": [str(tmp_path / "gone")]}))
