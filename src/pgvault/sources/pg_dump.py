@@ -25,6 +25,7 @@ import psycopg
 from pgvault.exceptions import SourceError
 from pgvault.postgres import (
     _Collector,
+    _first_line,
     child_env,
     connect,
     exit_description,
@@ -117,19 +118,16 @@ def server_major(metadata: Mapping[str, Any]) -> int | None:
 
 
 # A table's rows as the planner would estimate them now: the density ANALYZE or VACUUM last
-# measured (reltuples / relpages) times the pages the table has today, which follows a table
-# that grew or shrank since. With no density (never analyzed, or analyzed while empty) there is
-# no estimate, unless the table has no pages at all: then it has no rows.
+# measured (reltuples / relpages) times the pages the table has today (main_bytes, the size of
+# its main fork), which follows a table that grew or shrank since. With no density (never
+# analyzed, or analyzed while empty) there is no estimate, unless the table has no pages at all:
+# then it has no rows.
 _ESTIMATE = (
     "CASE WHEN c.reltuples >= 0 AND c.relpages > 0 "
     "THEN round(c.reltuples / c.relpages "
-    "* (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint "
-    "WHEN pg_relation_size(c.oid) = 0 THEN 0 END"
+    "* (z.main_bytes / current_setting('block_size')::int))::bigint "
+    "WHEN z.main_bytes = 0 THEN 0 END"
 )
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _int_or_none(value: object) -> int | None:
@@ -209,7 +207,7 @@ class _PgDumpRun(SourceRun):
                 )
             except psycopg.Error as exc:
                 raise SourceError(
-                    f"source.lock_wait_timeout {src.lock_wait_timeout!r}: {_first_line(exc)}"
+                    f"source.lock_wait_timeout {src.lock_wait_timeout!r}: {_first_line(str(exc))}"
                 ) from None
 
         # Hold one snapshot open for the whole run: pg_dump imports it and the counts use it.
@@ -232,7 +230,7 @@ class _PgDumpRun(SourceRun):
         except psycopg.errors.LockNotAvailable as exc:
             raise SourceError(
                 f"database {self._database}: a table stayed locked by another session for longer "
-                f"than source.lock_wait_timeout ({src.lock_wait_timeout}): {_first_line(exc)}"
+                f"than source.lock_wait_timeout ({src.lock_wait_timeout}): {_first_line(str(exc))}"
             ) from None
         lo_row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
         self._large_objects = int(str(lo_row[0])) if lo_row else 0
@@ -277,6 +275,7 @@ class _PgDumpRun(SourceRun):
             f"SELECT n.nspname, c.relname, {_ESTIMATE}, s.n_live_tup, "  # noqa: S608
             "pg_total_relation_size(c.oid) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "CROSS JOIN LATERAL (SELECT pg_relation_size(c.oid) AS main_bytes) z "
             "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
             f"WHERE {' AND '.join(where)} ORDER BY 1, 2"
         )
@@ -407,7 +406,7 @@ class _PgDumpRun(SourceRun):
             "exclude_tables": list(src.exclude_tables),
             "large_objects": self._large_objects,
             "tables": [
-                _table_record(t, self._counts.get(t.qualified) if t.qualified in exact else None)
+                _table_record(t, self._counts[t.qualified] if t.qualified in exact else None)
                 for t in self._tables
             ],
         }
