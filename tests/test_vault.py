@@ -12,6 +12,7 @@ import pytest
 import pgvault
 from pgvault.manifest import FORMAT_VERSION, Manifest
 from pgvault.testing import PostgresCluster
+from tests.conftest import pgvault_cli
 
 ConfigMaker = Callable[..., Path]
 
@@ -84,6 +85,24 @@ def test_deep_verify_names_damage_that_pg_restore_trips_over_first(
     assert [(p.artifact, "sha256 mismatch" in p.message) for p in report.problems] == [
         (manifest.artifacts[0].path, True)
     ]
+
+
+def test_deep_verify_of_a_damaged_artifact_says_it_in_one_line(
+    backed_up: tuple[pgvault.PipelineConfig, pgvault.Manifest], tmp_path: Path
+) -> None:
+    """pgvault verify --deep on a flipped byte: exit 1 and one FAILED line naming the artifact,
+    nothing else on the terminal."""
+    config, manifest = backed_up
+    path = artifact_file(config, manifest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    config_file = next(tmp_path.glob("pipeline*.toml"))
+    result = pgvault_cli("verify", config_file, "--deep")
+    assert result.returncode == 1
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pgvault: FAILED {manifest.backup_id}: ")
+    assert f"{manifest.artifacts[0].path}: " in lines[0]
 
 
 def test_verify_names_a_removed_artifact(
