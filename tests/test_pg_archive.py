@@ -20,6 +20,7 @@ from pgvault.pg_archive import (
     OFFSET_SET,
     fill_data_offsets,
     read_toc,
+    read_toc_stream,
 )
 from pgvault.testing import PostgresCluster
 from tests.conftest import snapshot_database
@@ -271,3 +272,68 @@ def test_no_damage_makes_it_fail_or_write_outside_offsets(
         field = slice(entry.offset_at, entry.offset_at + len(NOT_SET_FIELD))
         outside_fields[field] = archive[field]
     assert outside_fields == archive
+
+
+def chunked(data: bytes, size: int) -> Iterator[bytes]:
+    """``data`` as a stream of ``size``-byte chunks."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def test_the_toc_read_from_a_stream_is_the_files_and_stops_early(
+    piped_archive: bytes, pg_cluster: PostgresCluster, rich_db: str, tmp_path: Path
+) -> None:
+    """read_toc_stream gives the entries read_toc gives (names, schemas, owners, dependencies),
+    reads the stream only as far as the TOC, and reads a tar archive's toc.dat the same way."""
+    path = tmp_path / "piped.dump"
+    path.write_bytes(piped_archive)
+    taken: list[bytes] = []
+
+    def counted() -> Iterator[bytes]:
+        for chunk in chunked(piped_archive, 512):
+            taken.append(chunk)
+            yield chunk
+
+    streamed = read_toc_stream(counted())
+    assert streamed == read_toc(path)
+    assert sum(map(len, taken)) < streamed.data_start + 512 < len(piped_archive)
+    users = next(e for e in streamed.entries if e.desc == "TABLE" and e.tag == "users")
+    assert (users.namespace, users.owner) == ("public", "postgres")
+    data = next(e for e in streamed.entries if e.desc == "TABLE DATA" and e.tag == "users")
+    assert users.dump_id in data.dependencies
+
+    tar = tmp_path / "rich.tar"
+    argv = [str(pg_cluster.bindir / "pg_dump"), "--format=tar", f"--file={tar}"]
+    subprocess.run([*argv, pg_cluster.dsn(rich_db)], check=True)
+    from_tar = read_toc_stream(chunked(tar.read_bytes(), 4096))
+    key = [(e.desc, e.namespace, e.tag, e.owner, e.has_data) for e in streamed.entries]
+    assert [(e.desc, e.namespace, e.tag, e.owner, e.has_data) for e in from_tar.entries] == key
+
+
+def test_toc_names_are_decoded_in_the_archives_encoding(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """A LATIN1 database's TOC holds LATIN1 bytes: its names come back as the text they are."""
+    pg_cluster.drop_database("latin1_toc")
+    with pg_cluster.connect() as conn:
+        conn.execute("CREATE DATABASE latin1_toc ENCODING 'LATIN1' TEMPLATE template0 LOCALE 'C'")
+    pg_cluster.execute('CREATE TABLE "café" (x int)', "latin1_toc")
+    archive = pg_dump(pg_cluster, "latin1_toc", tmp_path / "latin1.dump", pipe=True)
+    toc = read_toc_stream(chunked(archive.read_bytes(), 1000))
+    assert toc.encoding == "LATIN1"
+    assert [e.tag for e in toc.entries if e.desc == "TABLE"] == ["café"]
+    pg_cluster.drop_database("latin1_toc")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty or truncated"),
+        (b"PGDMP\x01\x0e\x00\x04\x08\x01", "ends inside"),
+        (b"x" * 600, "neither a pg_dump custom-format archive nor a tar archive"),
+    ],
+)
+def test_a_stream_that_is_no_archive_is_named(data: bytes, message: str) -> None:
+    """Empty, truncated and foreign streams raise ArchiveFormatError naming the archive."""
+    with pytest.raises(ArchiveFormatError, match=f"artifact a.pgdump: .*{message}"):
+        read_toc_stream(iter([data]), name="artifact a.pgdump")

@@ -28,16 +28,26 @@ The layout, from PostgreSQL's ``pg_backup_archiver.c`` (``WriteHead``, ``WriteTo
 
 Versions 1.14 (pg_dump 12 to 15), 1.15 (pg_dump 16) and 1.16 (pg_dump 17 and 18) are read; an
 archive of any other version, or whose bytes do not follow this layout, is left alone.
+
+:func:`read_toc_stream` reads the same table of contents from the start of a stream, without a
+file: a restore decides what to restore (a partial restore's selection, the materialized views
+to refresh itself) before it touches the target. A tar archive (``pg_dump --format=tar``) holds
+the same header and TOC as its first member, ``toc.dat``, where each entry ends with the name of
+its data member (a string) instead of an offset. Names in the TOC are in the dumped database's
+encoding, which its ``ENCODING`` entry names; they are decoded with it.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 import mmap
 import os
+import re
 import struct
-from collections.abc import Iterator, Mapping
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
@@ -58,6 +68,11 @@ OFFSET_NO_DATA = 3
 
 _MAGIC = b"PGDMP"
 _FORMAT_CUSTOM = 1
+_FORMAT_TAR = 3
+_TAR_BLOCK = 512
+_MAX_TOC_BYTES = 1 << 30
+"""A TOC read from a stream larger than this is refused: no field of PostgreSQL's is larger
+(MaxAllocSize), and a damaged length must not make the reader hold a whole archive."""
 _BLOCK_DATA = 1
 _BLOCK_LARGE_OBJECTS = 3
 # Every pg_dump writes sizeof(int) and sizeof(pgoff_t): 4 and 8 on all platforms it runs on.
@@ -80,11 +95,20 @@ class TocEntry:
     has_data: bool
     """Whether pg_dump wrote a data block for it (the entry "had a data dumper")."""
     offset_at: int
-    """Where the entry's offset field (flag byte, then the position) starts in the file."""
+    """Where the entry's offset field (flag byte, then the position) starts in the file (-1 in
+    a tar archive, which has none)."""
     offset_state: int
     """:data:`OFFSET_NOT_SET`, :data:`OFFSET_SET` or :data:`OFFSET_NO_DATA`."""
     position: int
     """Where the entry's data block starts, when ``offset_state`` is :data:`OFFSET_SET`."""
+    namespace: str = ""
+    """The object's schema (empty for objects outside schemas: schemas, extensions …)."""
+    owner: str = ""
+    dependencies: tuple[int, ...] = ()
+    """Dump ids of the entries this one needs restored first (some may not be in the TOC:
+    pg_dump records dependencies on objects it did not dump)."""
+    definition: str = ""
+    """The SQL pg_restore runs for the entry (``CREATE TABLE …``)."""
 
 
 @attrs.frozen
@@ -97,6 +121,8 @@ class ArchiveToc:
     data_start: int
     """Where the TOC ends and the first data block (if any) starts."""
     entries: tuple[TocEntry, ...]
+    encoding: str = "UTF8"
+    """The dumped database's encoding (PostgreSQL's name), in which the TOC's names are."""
 
 
 class _Malformed(Exception):
@@ -109,7 +135,7 @@ class _Malformed(Exception):
 class _Cursor:
     """Reads the layout's ints and strings from a buffer, never past its end."""
 
-    def __init__(self, buf: mmap.mmap, pos: int = 0) -> None:
+    def __init__(self, buf: mmap.mmap | bytes, pos: int = 0) -> None:
         self.buf = buf
         self.pos = pos
         self.end = len(buf)
@@ -146,6 +172,30 @@ class _Cursor:
         return "" if value is None else value.decode("utf-8", "replace")
 
 
+class _StreamCursor(_Cursor):
+    """A cursor over a stream of chunks, read only as far as the fields taken need."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._data = bytearray()
+        super().__init__(b"")
+        self.end = _MAX_TOC_BYTES  # unknown until the stream ends; take() checks for real
+
+    def take(self, n: int) -> bytes:
+        if n > _MAX_TOC_BYTES:
+            raise _Malformed(f"field of {n} bytes", self.pos)
+        while self.pos + n > len(self._data):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                raise _Malformed(f"archive ends inside a {n}-byte field", self.pos)
+            self._data += chunk
+            if len(self._data) > _MAX_TOC_BYTES + (1 << 20):
+                raise _Malformed("table of contents larger than 1 GiB", self.pos)
+        data = bytes(self._data[self.pos : self.pos + n])
+        self.pos += n
+        return data
+
+
 def read_toc(path: Path) -> ArchiveToc:
     """The header facts and table of contents of the custom-format archive at ``path``.
 
@@ -153,7 +203,117 @@ def read_toc(path: Path) -> ArchiveToc:
     version in :data:`SUPPORTED_VERSIONS`, or its header or TOC is truncated or damaged.
     """
     with path.open("rb") as f, _mapped(f.fileno(), path) as buf:
-        return _parse_toc(buf, path)
+        return _decoded(_parse_toc(buf, path))
+
+
+def read_toc_stream(chunks: Iterable[bytes], *, name: str = "archive") -> ArchiveToc:
+    """The header facts and table of contents of the custom or tar archive whose bytes
+    ``chunks`` yields from its start; only as many chunks are read as the TOC takes.
+
+    ``name`` names the archive in errors. Raises :class:`ArchiveFormatError` when the bytes are
+    neither a custom-format archive nor a tar archive starting with ``toc.dat``, or their
+    version is not in :data:`SUPPORTED_VERSIONS`, or the TOC is truncated or damaged.
+    """
+    it = iter(chunks)
+    cur = _StreamCursor(it)
+    try:
+        first = cur.take(len(_MAGIC))
+    except _Malformed:
+        raise ArchiveFormatError("empty or truncated archive", path=name) from None
+    if first == _MAGIC:
+        cur.pos = 0
+        return _parse_stream(cur, name, _FORMAT_CUSTOM)
+    # Not custom: a tar archive's first member must be toc.dat, holding the header and TOC.
+    try:
+        header = first + cur.take(_TAR_BLOCK - len(first))
+        info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+    except (_Malformed, tarfile.TarError):
+        raise ArchiveFormatError(
+            "neither a pg_dump custom-format archive nor a tar archive", path=name
+        ) from None
+    if info.name != "toc.dat" or not info.isfile():
+        raise ArchiveFormatError(
+            f"tar archive starts with {info.name!r}, not pg_dump's toc.dat", path=name
+        )
+    if info.size > _MAX_TOC_BYTES:
+        raise ArchiveFormatError(f"toc.dat of {info.size} bytes", path=name)
+    try:
+        member = cur.take(info.size)
+    except _Malformed:
+        raise ArchiveFormatError("tar archive ends inside toc.dat", path=name) from None
+    return _parse_stream(_Cursor(member), name, _FORMAT_TAR)
+
+
+def _parse_stream(cur: _Cursor, name: str, fmt: int) -> ArchiveToc:
+    try:
+        version = _parse_header(cur, Path(name), fmt)
+        toc_start = cur.pos
+        entries = _parse_entries(cur, version, fmt)
+    except _Malformed as exc:
+        raise ArchiveFormatError(str(exc), path=name) from None
+    return _decoded(ArchiveToc(version, toc_start, cur.pos, entries))
+
+
+# PostgreSQL's server encodings that differ from Python's codec names; the others (UTF8,
+# EUC_JP, BIG5, GBK, GB18030, JOHAB, …) Python knows under the same name.
+_PYTHON_CODECS = {
+    "SQL_ASCII": "utf-8",  # bytes without an encoding: kept as they are (surrogateescape)
+    "LATIN5": "iso8859-9",
+    "LATIN6": "iso8859-10",
+    "LATIN7": "iso8859-13",
+    "LATIN8": "iso8859-14",
+    "LATIN9": "iso8859-15",
+    "LATIN10": "iso8859-16",
+    "EUC_CN": "gb2312",
+    "SJIS": "shift_jis",
+    "UHC": "cp949",
+    "KOI8R": "koi8_r",
+    "KOI8U": "koi8_u",
+    "MULE_INTERNAL": "utf-8",
+}
+
+
+def python_codec(pg_encoding: str) -> str:
+    """The Python codec for PostgreSQL encoding ``pg_encoding`` (UTF-8 if Python has none)."""
+    name = pg_encoding.upper()
+    if name in _PYTHON_CODECS:
+        return _PYTHON_CODECS[name]
+    if name.startswith("WIN"):
+        name = "cp" + name[3:]
+    elif name.startswith("LATIN"):
+        name = "iso8859-" + name[5:]
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "utf-8"
+
+
+def _decoded(toc: ArchiveToc) -> ArchiveToc:
+    """``toc`` with its names decoded in the archive's encoding (read first as Latin-1, which
+    keeps every byte, so nothing is lost before the ENCODING entry is known)."""
+    encoding = "UTF8"
+    for entry in toc.entries:
+        if entry.desc == "ENCODING":
+            found = re.search(r"client_encoding\s*=\s*'([^']+)'", entry.definition)
+            if found:
+                encoding = found.group(1)
+            break
+    codec = python_codec(encoding)
+
+    def text(value: str) -> str:
+        return value.encode("latin-1").decode(codec, "surrogateescape")
+
+    entries = tuple(
+        attrs.evolve(
+            e,
+            tag=text(e.tag),
+            namespace=text(e.namespace),
+            owner=text(e.owner),
+            definition=text(e.definition),
+        )
+        for e in toc.entries
+    )
+    return attrs.evolve(toc, entries=entries, encoding=encoding)
 
 
 def fill_data_offsets(path: Path) -> bool:
@@ -207,15 +367,15 @@ def _mapped(fd: int, path: Path) -> Iterator[mmap.mmap]:
 def _parse_toc(buf: mmap.mmap, path: Path) -> ArchiveToc:
     cur = _Cursor(buf)
     try:
-        version = _parse_header(cur, path)
+        version = _parse_header(cur, path, _FORMAT_CUSTOM)
         toc_start = cur.pos
-        entries = _parse_entries(cur, version)
+        entries = _parse_entries(cur, version, _FORMAT_CUSTOM)
     except _Malformed as exc:
         raise ArchiveFormatError(str(exc), path=str(path)) from None
     return ArchiveToc(version, toc_start, cur.pos, entries)
 
 
-def _parse_header(cur: _Cursor, path: Path) -> tuple[int, int, int]:
+def _parse_header(cur: _Cursor, path: Path, expected: int) -> tuple[int, int, int]:
     if cur.end < len(_MAGIC) or cur.take(len(_MAGIC)) != _MAGIC:
         raise ArchiveFormatError("not a pg_dump custom-format archive", path=str(path))
     version = (cur.byte(), cur.byte(), cur.byte())
@@ -226,8 +386,9 @@ def _parse_header(cur: _Cursor, path: Path) -> tuple[int, int, int]:
     int_size, off_size, fmt = cur.byte(), cur.byte(), cur.byte()
     if (int_size, off_size) != (_INT_SIZE, _OFF_SIZE):
         raise _Malformed(f"integer size {int_size} and offset size {off_size}", cur.pos - 3)
-    if fmt != _FORMAT_CUSTOM:
-        raise _Malformed(f"format {fmt}, not custom", cur.pos - 1)
+    if fmt != expected:
+        kind = "custom" if expected == _FORMAT_CUSTOM else "tar"
+        raise _Malformed(f"format {fmt}, not {kind}", cur.pos - 1)
     if version >= _VERSION_WITH_ALGORITHM_BYTE:
         cur.byte()  # compression algorithm
     else:
@@ -239,7 +400,7 @@ def _parse_header(cur: _Cursor, path: Path) -> tuple[int, int, int]:
     return version
 
 
-def _parse_entries(cur: _Cursor, version: tuple[int, int, int]) -> tuple[TocEntry, ...]:
+def _parse_entries(cur: _Cursor, version: tuple[int, int, int], fmt: int) -> tuple[TocEntry, ...]:
     at = cur.pos
     count = cur.integer()
     if count < 0:
@@ -258,30 +419,61 @@ def _parse_entries(cur: _Cursor, version: tuple[int, int, int]) -> tuple[TocEntr
             raise _Malformed(f"TOC entry {dump_id} with data dumper flag {had_dumper}", at)
         cur.string()  # catalog table oid
         cur.string()  # oid
-        tag = cur.text()
+        # Latin-1 keeps the bytes: _decoded() decodes the names once the encoding is known.
+        tag = _latin1(cur.string())
         desc = cur.text()
         cur.integer()  # section
-        for _ in range(6):  # definition, drop, copy, namespace, tablespace, table AM
-            cur.string()
+        definition = _latin1(cur.string())
+        cur.string()  # drop statement
+        cur.string()  # copy statement
+        namespace = _latin1(cur.string())
+        cur.string()  # tablespace
+        cur.string()  # table access method
         if version >= _VERSION_WITH_RELKIND:
             cur.integer()  # relkind
-        cur.string()  # owner
+        owner = _latin1(cur.string())
         cur.string()  # "with oids", always "false" since PostgreSQL 12
-        while cur.string() is not None:  # dependencies, ended by NULL
-            pass
-        offset_at = cur.pos
-        state = cur.byte()
-        position = int.from_bytes(cur.take(_OFF_SIZE), "little")
-        # pg_dump gives an entry an offset exactly when it has a data dumper.
-        if state not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA) or (
-            (state == OFFSET_NO_DATA) == bool(had_dumper)
-        ):
-            raise _Malformed(
-                f"TOC entry {dump_id} with offset flag {state} (data dumper {had_dumper})",
+        deps: list[int] = []
+        while (dep := cur.string()) is not None:  # dependencies, ended by NULL
+            if dep.isdigit():
+                deps.append(int(dep))
+
+        if fmt == _FORMAT_TAR:
+            cur.string()  # the name of the entry's data member: tar has no offsets
+            offset_at, position = -1, 0
+            state = OFFSET_NOT_SET if had_dumper else OFFSET_NO_DATA
+        else:
+            offset_at = cur.pos
+            state = cur.byte()
+            position = int.from_bytes(cur.take(_OFF_SIZE), "little")
+            # pg_dump gives an entry an offset exactly when it has a data dumper.
+            if state not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA) or (
+                (state == OFFSET_NO_DATA) == bool(had_dumper)
+            ):
+                raise _Malformed(
+                    f"TOC entry {dump_id} with offset flag {state} (data dumper {had_dumper})",
+                    offset_at,
+                )
+        entries.append(
+            TocEntry(
+                dump_id,
+                desc,
+                tag,
+                bool(had_dumper),
                 offset_at,
+                state,
+                position,
+                namespace=namespace,
+                owner=owner,
+                dependencies=tuple(deps),
+                definition=definition,
             )
-        entries.append(TocEntry(dump_id, desc, tag, bool(had_dumper), offset_at, state, position))
+        )
     return tuple(entries)
+
+
+def _latin1(value: bytes | None) -> str:
+    return "" if value is None else value.decode("latin-1")
 
 
 def _block_positions(buf: mmap.mmap, start: int) -> dict[int, int]:
