@@ -143,6 +143,10 @@ class _Table:
     """The statistics system's live-row count (``n_live_tup``): a second opinion that follows
     deletes before VACUUM does, but is zero after a stats reset, a crash or on a standby."""
     size: int
+    partitioned: bool = False
+    """A partitioned table (relkind ``p``): no rows of its own, its partitions hold them."""
+    parent: tuple[str, str] | None = None
+    """``(schema, name)`` of the partitioned table this one is a partition of."""
 
     @property
     def qualified(self) -> str:
@@ -154,19 +158,65 @@ class _Table:
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
 
 
-def _table_record(table: _Table, exact_rows: int | None) -> dict[str, Any]:
-    """A table's entry in the manifest: its exact row count, or the estimates restore checks."""
+def _table_record(
+    table: _Table, exact_rows: int | None, partitions: Sequence[_Table] = ()
+) -> dict[str, Any]:
+    """A table's entry in the manifest: its exact row count, or the estimates restore checks.
+
+    A partitioned table's says so (``partitioned``) and lists its direct ``partitions``; a
+    partition's names its parent (``partition_of``): restore counts a partitioned table's rows
+    through it, which are its partitions' rows. Manifests before these keys list only plain
+    tables, partitions among them.
+    """
+    record: dict[str, Any] = {"schema": table.schema, "name": table.name}
     if exact_rows is not None:
-        return {"schema": table.schema, "name": table.name, "rows": exact_rows, "exact": True}
-    record: dict[str, Any] = {
-        "schema": table.schema,
-        "name": table.name,
-        "rows": table.estimate,
-        "exact": False,
-    }
-    if table.live_rows is not None:
-        record["live_rows"] = table.live_rows
+        record.update(rows=exact_rows, exact=True)
+    else:
+        record.update(rows=table.estimate, exact=False)
+        if table.live_rows is not None:
+            record["live_rows"] = table.live_rows
+    if table.partitioned:
+        record["partitioned"] = True
+        record["partitions"] = [{"schema": p.schema, "name": p.name} for p in partitions]
+    if table.parent is not None:
+        record["partition_of"] = {"schema": table.parent[0], "name": table.parent[1]}
     return record
+
+
+def _with_partition_estimates(tables: list[_Table]) -> list[_Table]:
+    """``tables`` with each partitioned table's estimates set to the sum of its dumped leaf
+    partitions' (the planner keeps none of its own that follow them), or None when a leaf has
+    none."""
+    leaves = _leaves(tables)
+    out: list[_Table] = []
+    for t in tables:
+        if t.partitioned:
+            mine = leaves.get((t.schema, t.name), [])
+            estimates = [leaf.estimate for leaf in mine]
+            live = [leaf.live_rows for leaf in mine]
+            t = attrs.evolve(
+                t,
+                estimate=None if None in estimates else sum(e or 0 for e in estimates),
+                live_rows=None if None in live else sum(v or 0 for v in live),
+            )
+        out.append(t)
+    return out
+
+
+def _leaves(tables: Sequence[_Table]) -> dict[tuple[str, str], list[_Table]]:
+    """Partitioned table → its leaf partitions among ``tables``, at every level."""
+    by_key = {(t.schema, t.name): t for t in tables}
+    leaves: dict[tuple[str, str], list[_Table]] = {}
+    for t in tables:
+        if t.partitioned:
+            continue
+        seen: set[tuple[str, str]] = set()
+        up = t.parent
+        while up is not None and up in by_key and up not in seen:
+            seen.add(up)
+            leaves.setdefault(up, []).append(t)
+            up = by_key[up].parent
+    return leaves
 
 
 class _PgDumpRun(SourceRun):
@@ -244,7 +294,7 @@ class _PgDumpRun(SourceRun):
     def _list_tables(self) -> list[_Table]:
         src = self._source
         where = [
-            "c.relkind = 'r'",
+            "c.relkind IN ('r', 'p')",
             "n.nspname NOT IN ('pg_catalog', 'information_schema')",
             "n.nspname NOT LIKE 'pg\\_toast%%'",
             "n.nspname NOT LIKE 'pg\\_temp%%'",
@@ -273,17 +323,34 @@ class _PgDumpRun(SourceRun):
         # Only fixed clauses are joined here; every user-given pattern is a bound parameter.
         sql = (
             f"SELECT n.nspname, c.relname, {_ESTIMATE}, s.n_live_tup, "  # noqa: S608
-            "pg_total_relation_size(c.oid) "
+            # The size functions lock the table: a partitioned one, which has no storage, is
+            # left to pg_dump, which takes its locks itself (and gives up per lock_wait_timeout).
+            "CASE WHEN c.relkind = 'p' THEN 0 ELSE pg_total_relation_size(c.oid) END, "
+            "c.relkind = 'p', pn.nspname, pc.relname "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "CROSS JOIN LATERAL (SELECT pg_relation_size(c.oid) AS main_bytes) z "
+            "CROSS JOIN LATERAL (SELECT CASE WHEN c.relkind = 'p' THEN 0 "
+            "ELSE pg_relation_size(c.oid) END AS main_bytes) z "
             "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
+            "LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid "
+            "LEFT JOIN pg_class pc ON pc.oid = i.inhparent "
+            "LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
             f"WHERE {' AND '.join(where)} ORDER BY 1, 2"
         )
         rows = self._conn.execute(sql, params).fetchall()
-        return [
-            _Table(str(s), str(t), _int_or_none(e), _int_or_none(live), int(str(z)))
-            for s, t, e, live, z in rows
-        ]
+        return _with_partition_estimates(
+            [
+                _Table(
+                    str(s),
+                    str(t),
+                    _int_or_none(e),
+                    _int_or_none(live),
+                    int(str(z)),
+                    partitioned=bool(p),
+                    parent=(str(ps), str(pt)) if ps is not None else None,
+                )
+                for s, t, e, live, z, p, ps, pt in rows
+            ]
+        )
 
     def _resolve_count_tables(self) -> list[_Table]:
         wanted = self._source.count_tables
@@ -292,6 +359,7 @@ class _PgDumpRun(SourceRun):
         if "*" in wanted:
             return list(self._tables)
         by_name = {t.qualified: t for t in self._tables}
+        leaves = _leaves(self._tables)
         chosen: list[_Table] = []
         for name in wanted:
             row = self._conn.execute(
@@ -309,8 +377,11 @@ class _PgDumpRun(SourceRun):
                 raise SourceError(
                     f"source.count_tables: table {name!r} is not part of the dump (excluded?)"
                 )
-            chosen.append(by_name[qualified])
-        return chosen
+            table = by_name[qualified]
+            chosen.append(table)
+            # A partitioned table counts as the sum of its partitions, each counted exactly.
+            chosen += leaves.get((table.schema, table.name), [])
+        return list(dict.fromkeys(chosen))
 
     def _launch(self) -> None:
         src = self._source
@@ -339,7 +410,9 @@ class _PgDumpRun(SourceRun):
         """Deal the largest tables' data into ``jobs - 1`` parts, balancing bytes across all."""
         bins: list[list[_Table]] = [[] for _ in range(self._source.jobs)]
         loads = [0] * len(bins)
-        for table in sorted(self._tables, key=lambda t: t.size, reverse=True):
+        # Only tables that hold rows: a partitioned table's are its partitions'.
+        holders = [t for t in self._tables if not t.partitioned]
+        for table in sorted(holders, key=lambda t: t.size, reverse=True):
             i = loads.index(min(loads))
             bins[i].append(table)
             loads[i] += table.size
@@ -374,10 +447,18 @@ class _PgDumpRun(SourceRun):
     def _count_rows(self) -> None:
         try:
             for table in self._exact:
+                if table.partitioned:
+                    continue  # the sum of its partitions, below: each row is read once
                 row = self._conn.execute(
                     f"SELECT count(*) FROM {table.pattern}"  # noqa: S608 - quoted identifiers
                 ).fetchone()
                 self._counts[table.qualified] = int(str(row[0])) if row else 0
+            leaves = _leaves(self._tables)
+            for table in self._exact:
+                if table.partitioned:
+                    # Only the partitions in the dump: an excluded one's rows are not in it.
+                    mine = leaves.get((table.schema, table.name), [])
+                    self._counts[table.qualified] = sum(self._counts[t.qualified] for t in mine)
         except BaseException as exc:
             self._count_error = exc
 
@@ -406,7 +487,11 @@ class _PgDumpRun(SourceRun):
             "exclude_tables": list(src.exclude_tables),
             "large_objects": self._large_objects,
             "tables": [
-                _table_record(t, self._counts[t.qualified] if t.qualified in exact else None)
+                _table_record(
+                    t,
+                    self._counts[t.qualified] if t.qualified in exact else None,
+                    [p for p in self._tables if p.parent == (t.schema, t.name)],
+                )
                 for t in self._tables
             ],
         }
