@@ -328,7 +328,7 @@ def test_toc_names_are_decoded_in_the_archives_encoding(
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"", "empty or truncated"),
+        (b"", "empty archive"),
         (b"PGDMP\x01\x0e\x00\x04\x08\x01", "ends inside"),
         (b"x" * 600, "neither a pg_dump custom-format archive nor a tar archive"),
     ],
