@@ -127,14 +127,15 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="restore only this table (repeatable)",
+        help="restore only this table, with its partitions and what it needs; PostgreSQL's "
+        "name rules: quote mixed case, spaces, dots, e.g. 'app.\"Weird Name\"' (repeatable)",
     )
     p.add_argument(
         "--schema",
         action="append",
         default=[],
         metavar="NAME",
-        help="restore only this schema (repeatable)",
+        help="restore only this schema, whole (repeatable; adds up with --table)",
     )
     p.add_argument("--no-privileges", action="store_true", help="do not restore GRANTs")
     p.add_argument("--dsn", help="server to restore to (default: the config's source server)")

@@ -16,7 +16,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -24,10 +24,11 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 import psycopg
 
-from pgvault.exceptions import PgVaultError, RestoreError
+from pgvault.exceptions import ArchiveFormatError, PgVaultError, RestoreError
 from pgvault.manifest import Manifest
-from pgvault.pg_archive import fill_data_offsets
+from pgvault.pg_archive import ArchiveToc, fill_data_offsets, read_toc_stream
 from pgvault.postgres import (
+    _first_line,
     connect,
     describe_dsn,
     exit_description,
@@ -36,6 +37,7 @@ from pgvault.postgres import (
     quote_ident,
     split_dsn,
 )
+from pgvault.restore_selection import RestorePlan, display_name, plan_restore
 from pgvault.sources.pg_dump import schema_selected, server_major
 from pgvault.transforms.api import DecodeContext
 from pgvault.vault import Vault, raise_if_damaged
@@ -59,6 +61,9 @@ class RestoreResult:
     """Id of the safety backup taken before replacing an existing database."""
     validation: ValidationReport | None = None
     """Tables compared with the manifest (database restores)."""
+    warnings: tuple[str, ...] = ()
+    """What the restore could not bring back, by name: materialized views left without their
+    data, objects a partial restore left out because they need tables it does not include."""
 
 
 def _duration_text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -170,9 +175,14 @@ def restore_database(
 
     The database must not exist unless ``drop_existing`` is set; then a safety backup of it is
     stored in the vault first (kind ``safety``), other sessions are terminated, and it is dropped
-    and recreated. ``tables``/``schemas`` restore only those (pg_restore ``-t``/``-n``). After the
-    restore, every table the manifest lists (or the selected ones) must be present with the
-    recorded row counts (exactly where counted, within ``estimate_tolerance`` otherwise).
+    and recreated. ``tables``/``schemas`` restore only those tables and schemas, with what they
+    need and what belongs to them (see :mod:`pgvault.restore_selection`); a selection that
+    matches nothing is refused before the target is touched. After the restore, every table the
+    manifest lists (or every table selected) must be present with the recorded row counts
+    (exactly where counted, within ``estimate_tolerance`` otherwise).
+
+    Materialized views are refreshed by pgvault after pg_restore, with row security on: one
+    whose refresh fails is left without data and named in the result's ``warnings``.
 
     Raises :class:`RestoreError` (or the integrity/transform error that stopped the restore) with
     a message that says what the target now holds.
@@ -188,12 +198,30 @@ def restore_database(
             f"backup {manifest.backup_id} is a plain SQL dump: --table/--schema need a custom "
             "or tar archive"
         )
+    if (tables or schemas) and drop_existing:
+        # Replacing a database with part of a backup would leave only that part of it.
+        raise RestoreError(
+            f"--drop-existing replaces all of database {target.name!r}: a partial restore "
+            "(--table/--schema) would leave nothing in it but the selection; restore the "
+            "selection into a new database and copy from there"
+        )
     settings = settings or getattr(config, "restore", None) or RestoreSettings()
-    tables, schemas = _split_qualified(tables, schemas)
     vault = Vault.from_config(config)
     context = context or DecodeContext(configured=config.transforms)
     # Keys and formats are checked before the target is touched: a missing key writes nothing.
     vault.decoders(manifest, context)
+    # So is the selection (one that names nothing creates nothing), from the archives' TOCs.
+    plans: _Plans | None = None
+    if fmt != "plain":
+        try:
+            plans = _plan(vault, manifest, context, tables, schemas)
+        except RestoreError:
+            raise
+        except PgVaultError as exc:  # damage or a wrong key, caught before the target is touched
+            raise RestoreError(
+                f"restore of {manifest.backup_id} into {target.name!r} did not start, nothing "
+                f"was changed: {exc}"
+            ) from exc
     exists = database_exists(target)
     safety_id: str | None = None
     if exists and not drop_existing:
@@ -205,11 +233,18 @@ def restore_database(
         safety_id = _safety_backup(config, manifest, target, settings)
         _drop(target)
     _create(target)
+    warnings: list[str] = []
     try:
-        _prepare_new_database(manifest, target, tables, schemas)
-        options = _Options(jobs, no_owner, no_privileges, role, tables, schemas, settings.work_dir)
+        _prepare_new_database(manifest, target, plans)
+        options = _Options(jobs, no_owner, no_privileges, role, settings.work_dir, plans)
         _restore_archives(vault, manifest, target, options, context, progress)
-        report = validate_database(manifest, target, settings, tables=tables, schemas=schemas)
+        if plans is not None:
+            warnings += plans.main.left_out
+            warnings += _refresh_materialized_views(target, plans.main, role)
+        for warning in warnings:  # logged: the CLI, a drill's log and log files all show them
+            log.warning("%s", warning)
+        selected = set(plans.main.tables) if plans is not None and plans.main.partial else None
+        report = validate_database(manifest, target, settings, selected=selected)
         if not report.ok:
             raise RestoreError(
                 f"restored database does not match backup {manifest.backup_id}: "
@@ -231,7 +266,7 @@ def restore_database(
             ) from exc
         raise
     return RestoreResult(
-        manifest.backup_id, target.describe(), manifest.raw_size, safety_id, report
+        manifest.backup_id, target.describe(), manifest.raw_size, safety_id, report, tuple(warnings)
     )
 
 
@@ -240,24 +275,31 @@ def validate_database(
     target: DatabaseTarget,
     settings: RestoreSettings | None = None,
     *,
-    tables: tuple[str, ...] = (),
-    schemas: tuple[str, ...] = (),
+    selected: Collection[tuple[str, str]] | None = None,
 ) -> ValidationReport:
     """Compare the restored database with the tables the manifest recorded at backup time.
 
     Tables counted exactly at backup time are counted again and must match exactly; the others
     are ANALYZEd (which samples, so it is cheap on large tables) and their estimate compared with
-    the recorded one within ``estimate_tolerance`` (and ``ESTIMATE_SLACK_ROWS``). With
-    ``tables``/``schemas``, only the selected tables are expected.
+    the recorded one within ``estimate_tolerance`` (and ``ESTIMATE_SLACK_ROWS``). A partitioned
+    table is counted through itself, so its rows are those of every partition still attached;
+    its estimate is the sum of its leaf partitions'. With ``selected`` (``(schema, name)``
+    pairs), exactly those tables are expected: each must be present, also one the manifest does
+    not record (a partitioned table in a backup older than pgvault recording them).
     """
     settings = settings or RestoreSettings()
     recorded = manifest.source.get("tables", [])
-    expected = [
-        t
-        for t in recorded
-        if (not schemas or schema_selected(t["schema"], schemas))
-        and (not tables or t["name"] in tables or f"{t['schema']}.{t['name']}" in tables)
-    ]
+    expected = [t for t in recorded if selected is None or (t["schema"], t["name"]) in selected]
+    if selected is not None:
+        known = {(t["schema"], t["name"]) for t in recorded}
+        expected += [
+            {"schema": s, "name": n, "rows": None, "exact": False}
+            for s, n in sorted(selected)
+            if (s, n) not in known
+        ]
+    # Partitioned tables last: their estimates add up their partitions', ANALYZEd first.
+    expected.sort(key=lambda t: bool(t.get("partitioned")))
+    analyzed: set[int] = set()
     checks: list[TableCheck] = []
     with connect(target.dsn, dbname=target.name) as conn:
         present = {
@@ -285,11 +327,15 @@ def validate_database(
             if not opinions:  # no statistics at backup time: nothing to compare
                 checks.append(TableCheck(schema, name, None, None, False, True))
                 continue
-            conn.execute(f"ANALYZE {ident}")
-            est_row = conn.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s", [present[key]]
-            ).fetchone()
-            estimate = max(int(str(est_row[0])), 0) if est_row else 0
+            if t.get("partitioned"):
+                estimate = _partitions_estimate(conn, present[key], analyzed)
+            else:
+                conn.execute(f"ANALYZE {ident}")
+                analyzed.add(present[key])
+                est_row = conn.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s", [present[key]]
+                ).fetchone()
+                estimate = max(int(str(est_row[0])), 0) if est_row else 0
             tolerance = settings.estimate_tolerance
             # Either estimate will do: each goes wrong in its own way (see pg_dump's _ESTIMATE
             # and live_rows), and a good restore must not fail, and be dropped, for stale stats.
@@ -303,6 +349,39 @@ def validate_database(
             )
             checks.append(TableCheck(schema, name, opinions[0], estimate, False, ok, reason))
     return ValidationReport(tuple(checks))
+
+
+def _partitions_estimate(
+    conn: psycopg.Connection[tuple[object, ...]], oid: int, analyzed: set[int]
+) -> int:
+    """The estimated rows of partitioned table ``oid``: the sum over its attached leaf
+    partitions, each ANALYZEd unless validation did already."""
+    leaves = [
+        int(str(r[0]))
+        for r in conn.execute(
+            "SELECT relid::oid::bigint FROM pg_partition_tree(%s::oid) WHERE isleaf", [oid]
+        ).fetchall()
+    ]
+    for leaf in leaves:
+        if leaf not in analyzed:
+            conn.execute(f"ANALYZE {_regclass_name(conn, leaf)}")
+            analyzed.add(leaf)
+    row = conn.execute(
+        "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_class "
+        "WHERE oid = ANY(%s::oid[])",
+        [leaves],
+    ).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def _regclass_name(conn: psycopg.Connection[tuple[object, ...]], oid: int) -> str:
+    row = conn.execute(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::oid",
+        [oid],
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def _recorded_estimates(rows: object, live_rows: object) -> list[int]:
@@ -374,47 +453,114 @@ def _create(target: DatabaseTarget) -> None:
             raise RestoreError(f"cannot create database {target.name!r}: {exc}") from None
 
 
-def _split_qualified(
-    tables: tuple[str, ...], schemas: tuple[str, ...]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``--table sales.orders`` means ``--schema sales --table orders`` (pg_restore's ``-t`` takes
-    bare names only)."""
-    bare: list[str] = []
-    extra: list[str] = []
-    for t in tables:
-        schema, dot, name = t.rpartition(".")
-        bare.append(name if dot else t)
-        if dot and schema not in schemas and schema not in extra:
-            extra.append(schema)
-    return tuple(bare), (*schemas, *extra)
-
-
-def _prepare_new_database(
-    manifest: Manifest, target: DatabaseTarget, tables: tuple[str, ...], schemas: tuple[str, ...]
-) -> None:
+def _prepare_new_database(manifest: Manifest, target: DatabaseTarget, plans: _Plans | None) -> None:
     """Make the fresh database accept the dump.
 
-    A dump limited with ``schemas`` that selects ``public`` contains ``CREATE SCHEMA public``, which
-    collides with the empty one every new database has: drop that one first. A restore of single
-    tables (pg_restore ``-t``) brings the tables but not their schemas: create those.
+    A dump that creates schema ``public`` itself (one limited with ``schemas`` that selects it)
+    collides with the empty one every new database has: drop that one first.
     """
-    patterns = manifest.source.get("schemas") or []
-    statements: list[str] = []
-    if patterns and schema_selected("public", patterns) and not tables:
-        statements.append("DROP SCHEMA IF EXISTS public")
-    if tables:
-        needed = sorted(
-            {
-                t["schema"]
-                for t in manifest.source.get("tables", [])
-                if t["name"] in tables and (not schemas or schema_selected(t["schema"], schemas))
-            }
-        )
-        statements += [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(s)}" for s in needed]
-    if statements:
+    if plans is not None and plans.main.partial:
+        creates_public = plans.main.creates_public
+    else:
+        patterns = manifest.source.get("schemas") or []
+        creates_public = bool(patterns) and schema_selected("public", patterns)
+    if creates_public:
         with connect(target.dsn, dbname=target.name) as conn:
-            for sql in statements:
-                conn.execute(sql)
+            conn.execute("DROP SCHEMA IF EXISTS public")
+
+
+@attrs.frozen
+class _Plans:
+    """The restore plan, and the archives' tables of contents it was made from."""
+
+    main: RestorePlan
+    main_toc: ArchiveToc | None
+    """None when the archive's TOC could not be read: pg_restore then gets no list."""
+    parts: dict[str, ArchiveToc]
+    """Data archives' TOCs, by artifact path (read for partial restores only)."""
+
+    def main_list(self) -> str | None:
+        """The main archive's ``--use-list``, None to restore it whole."""
+        if self.main_toc is None:
+            return None
+        if not self.main.partial and not self.main.refreshes:
+            return None  # nothing to leave out: pg_restore's own order, no list
+        return self.main.use_list(self.main_toc)
+
+    def part_list(self, path: str) -> str | None:
+        """A data archive's ``--use-list``; ``""`` when it holds nothing to restore."""
+        if not self.main.partial:
+            return None
+        return self.main.data_use_list(self.parts[path]) or ""
+
+
+def _read_toc(vault: Vault, manifest: Manifest, path: str, context: DecodeContext) -> ArchiveToc:
+    chunks = vault.decoded(manifest, path, context)
+    try:
+        return read_toc_stream(chunks, name=f"artifact {path}")
+    finally:
+        chunks.close()  # the TOC is at the start; the restore reads the whole artifact later
+
+
+def _plan(
+    vault: Vault,
+    manifest: Manifest,
+    context: DecodeContext,
+    tables: tuple[str, ...],
+    schemas: tuple[str, ...],
+) -> _Plans:
+    """Read the archives' tables of contents and plan the restore (see restore_selection)."""
+    main = next(a for a in manifest.artifacts if a.role == "main")
+    partial = bool(tables or schemas)
+    try:
+        toc = _read_toc(vault, manifest, main.path, context)
+    except ArchiveFormatError as exc:
+        if partial:
+            raise RestoreError(
+                f"backup {manifest.backup_id}: a partial restore needs the archive's table of "
+                f"contents, which pgvault cannot read: {exc}"
+            ) from None
+        # A whole restore does not need it: pg_restore judges the archive itself.
+        log.warning("restoring %s without a list: %s", manifest.backup_id, exc)
+        return _Plans(RestorePlan(frozenset(), partial=False), None, {})
+    plan = plan_restore(toc, tables=tables, schemas=schemas, backup_id=manifest.backup_id)
+    parts = {}
+    if partial:
+        for art in manifest.artifacts:
+            if art.role == "data":
+                parts[art.path] = _read_toc(vault, manifest, art.path, context)
+    return _Plans(plan, toc, parts)
+
+
+def _refresh_materialized_views(
+    target: DatabaseTarget, plan: RestorePlan, role: str | None
+) -> list[str]:
+    """Populate the restored materialized views, in the archive's order; a warning for each one
+    that cannot be.
+
+    pg_restore refreshes them with ``row_security = off``, which fails on a view over a table
+    whose owner is subject to its own policies (FORCE ROW LEVEL SECURITY); with ``--exit-on-error``
+    that would drop the whole restore. Here row security stays on, as when the view was first
+    populated: REFRESH runs as the view's owner, who sees the rows the policies give it.
+    """
+    warnings: list[str] = []
+    if not plan.refreshes:
+        return warnings
+    with connect(target.dsn, dbname=target.name) as conn:
+        if role:
+            conn.execute(f"SET ROLE {quote_ident(role)}")
+        for entry in plan.refreshes:
+            name = f"{quote_ident(entry.namespace)}.{quote_ident(entry.tag)}"
+            try:
+                conn.execute(f"REFRESH MATERIALIZED VIEW {name}")
+            except psycopg.Error as exc:
+                shown = display_name(entry.namespace, entry.tag)
+                warnings.append(
+                    f"materialized view {shown} was restored without its data: its refresh "
+                    f"failed: {_first_line(str(exc))} (run REFRESH MATERIALIZED VIEW {shown} "
+                    "once that is fixed)"
+                )
+    return warnings
 
 
 @attrs.frozen
@@ -423,9 +569,8 @@ class _Options:
     no_owner: bool
     no_privileges: bool
     role: str | None
-    tables: tuple[str, ...]
-    schemas: tuple[str, ...]
     work_dir: Path | None
+    plans: _Plans | None
 
 
 def _restore_archives(
@@ -464,44 +609,76 @@ def _restore_archives(
         base.append("--no-privileges")
     if opts.role:
         base.append(f"--role={opts.role}")
-    base += [f"--schema={s}" for s in opts.schemas]
-    base += [f"--table={t}" for t in opts.tables]
+    with tempfile.TemporaryDirectory(prefix="pgvault-lists-", dir=opts.work_dir) as lists:
+        plans = opts.plans
+        main_list = plans.main_list() if plans is not None else None
+        main_base = [*base, *_use_list(Path(lists) / "main.list", main_list)]
+        parts: list[tuple[str, list[str]]] = []
+        for i, part in enumerate(data_parts):
+            text = plans.part_list(part.path) if plans is not None else None
+            if text == "":
+                continue  # a partial restore needs nothing from this data archive
+            parts.append((part.path, [*base, *_use_list(Path(lists) / f"data-{i}.list", text)]))
+        _restore_pg_archives(main.path, main_base, parts, fmt, opts, stream, env, manifest)
 
-    if data_parts and opts.jobs > 1:
+
+def _use_list(path: Path, text: str | None) -> list[str]:
+    """pg_restore's ``--use-list`` flag for list ``text`` (written to ``path``), if any."""
+    if text is None:
+        return []
+    path.write_text(text, encoding="utf-8")
+    return [f"--use-list={path}"]
+
+
+def _restore_pg_archives(
+    main: str,
+    base: list[str],
+    parts: list[tuple[str, list[str]]],
+    fmt: str,
+    opts: _Options,
+    stream: Callable[[str], Iterator[bytes]],
+    env: dict[str, str],
+    manifest: Manifest,
+) -> None:
+    """Run pg_restore on the main archive (flags ``base``) and the data archives ``parts``
+    (path and flags each), in sections and in parallel as ``opts.jobs`` allows."""
+    split = any(a.role == "data" for a in manifest.artifacts)
+    main_size = next(a.raw_size for a in manifest.artifacts if a.role == "main")
+    if split and opts.jobs > 1:
         # A split dump, in parallel: the main archive is read from the vault once, into a work
         # file while its schema is restored; then every data archive loads concurrently; then
         # pg_restore --jobs builds indexes and constraints from the file, several at a time.
-        with _work_file(opts.work_dir, main.raw_size, manifest) as (handle, path):
-            _run_tool([*base, "--section=pre-data"], _copied(stream(main.path), handle), env)
+        with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
+            _run_tool([*base, "--section=pre-data"], _copied(stream(main), handle), env)
             handle.close()
             # No data offsets filled in here (see _fill_data_offsets): pg_restore reads this
             # file's data in one pass, and its post-data needs none, so filling them only costs.
             main_data = ([*base, "--section=data", str(path)], _NONE)
-            parts = [(base, stream(p.path)) for p in data_parts]
-            _run_concurrently([main_data, *parts], opts.jobs, env)
+            loads = [(argv, stream(p)) for p, argv in parts]
+            _run_concurrently([main_data, *loads], opts.jobs, env)
             _run_tool([*base, "--section=post-data", f"--jobs={opts.jobs}", str(path)], _NONE, env)
         return
 
-    if data_parts:
+    if split:
         # A split dump, one archive at a time, streamed: no work file, no extra disk.
-        _run_tool([*base, "--section=pre-data"], stream(main.path), env)
-        _run_tool([*base, "--section=data"], stream(main.path), env)
-        for part in data_parts:
-            _run_tool(base, stream(part.path), env)
-        _run_tool([*base, "--section=post-data"], stream(main.path), env)
+        _run_tool([*base, "--section=pre-data"], stream(main), env)
+        _run_tool([*base, "--section=data"], stream(main), env)
+        for p, argv in parts:
+            _run_tool(argv, stream(p), env)
+        _run_tool([*base, "--section=post-data"], stream(main), env)
         return
 
     if opts.jobs > 1 and fmt == "custom":
         # pg_restore can only work in parallel on a seekable file.
-        with _work_file(opts.work_dir, main.raw_size, manifest) as (handle, path):
-            for chunk in stream(main.path):
+        with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
+            for chunk in stream(main):
                 handle.write(chunk)
             handle.close()
             _fill_data_offsets(path)
             _run_tool([*base, f"--jobs={opts.jobs}", str(path)], _NONE, env)
         return
 
-    _run_tool(base, stream(main.path), env)
+    _run_tool(base, stream(main), env)
 
 
 def list_archive(
