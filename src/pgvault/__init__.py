@@ -33,7 +33,7 @@ from pgvault.plugin.hookspecs import hookimpl
 from pgvault.pruning import PruneResult, prune
 from pgvault.restore import RestoreResult, restore
 from pgvault.retention import RetentionPlan, RetentionPolicy
-from pgvault.vault import Vault, VerifyProblem, VerifyReport
+from pgvault.vault import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
 
 __all__ = [
     "ArchiveFormatError",
@@ -43,6 +43,7 @@ __all__ = [
     "CheckThresholds",
     "CiphertextError",
     "ConfigError",
+    "DamagedBackup",
     "DecryptionKeyError",
     "IntegrityError",
     "KeyFileError",
@@ -67,6 +68,7 @@ __all__ = [
     "TransformError",
     "TransformRecord",
     "Vault",
+    "VaultContents",
     "VaultError",
     "VerifyProblem",
     "VerifyReport",

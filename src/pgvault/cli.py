@@ -27,7 +27,7 @@ from pgvault.config import PipelineConfig, load_config
 from pgvault.drill import drill as run_drill
 from pgvault.exceptions import Aborted, ConfigError, PgVaultError
 from pgvault.health import check as check_vault
-from pgvault.manifest import Manifest
+from pgvault.manifest import MANIFEST_NAME, Manifest, id_time
 from pgvault.observability import setup_logging
 from pgvault.pipeline import pgvault_version
 from pgvault.pipeline import run as run_backup
@@ -37,7 +37,7 @@ from pgvault.pruning import prune as prune_vault
 from pgvault.restore import list_archive
 from pgvault.restore import restore as restore_backup
 from pgvault.transforms.api import DecodeContext
-from pgvault.vault import Vault, VerifyReport
+from pgvault.vault import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -373,16 +373,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _summary(m: Manifest) -> dict[str, Any]:
+def _summary(m: Manifest, *, future: bool = False) -> dict[str, Any]:
     return {
         "backup_id": m.backup_id,
+        "status": "complete",
         "started_at": m.to_dict()["started_at"],
         "kind": m.kind,
+        "future": future,
         "size": m.size,
         "raw_size": m.raw_size,
         "duration_seconds": round(m.duration_seconds, 3),
         "source": _source_text(m),
     }
+
+
+def _damaged_summary(d: DamagedBackup) -> dict[str, Any]:
+    when = id_time(d.backup_id)
+    return {
+        "backup_id": d.backup_id,
+        "status": "damaged",
+        "started_at": when.isoformat().replace("+00:00", "Z") if when else None,
+        "key": d.key,
+        "error": d.reason,
+    }
+
+
+def _warn_about(contents: VaultContents) -> None:
+    """Name on stderr what ``list`` shows but nothing counts: damaged and future-dated backups."""
+    for d in contents.damaged:
+        print(
+            f"pgvault: WARNING: damaged backup {d.backup_id} ({d.key}): {d.reason}", file=sys.stderr
+        )
+    for m in contents.future:
+        print(
+            f"pgvault: WARNING: backup {m.backup_id} is dated in the future (a clock ahead?): "
+            "it is never 'latest', not counted and not pruned",
+            file=sys.stderr,
+        )
 
 
 def _source_text(m: Manifest) -> str:
@@ -396,15 +423,21 @@ def _source_text(m: Manifest) -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
-    backups = Vault.from_config(config).backups()
+    contents = Vault.from_config(config).contents()
+    backups = contents.backups
+    future = {m.backup_id for m in contents.future}
     if args.json:
-        print(json.dumps([_summary(m) for m in backups], indent=2))
+        rows_json = [_summary(m, future=m.backup_id in future) for m in backups]
+        rows_json += [_damaged_summary(d) for d in contents.damaged]
+        print(json.dumps(rows_json, indent=2))
+        _warn_about(contents)
         return EXIT_OK
     if not backups:
         print(
             f"no complete backups in vault {config.name!r} at {config.sink.describe()}",
             file=sys.stderr,
         )
+        _warn_about(contents)
         return EXIT_OK
     rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE")]
     for m in backups:
@@ -412,7 +445,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             (
                 m.backup_id,
                 m.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                m.kind,
+                f"{m.kind} (future-dated)" if m.backup_id in future else m.kind,
                 human_bytes(m.size),
                 human_bytes(m.raw_size),
                 f"{m.duration_seconds:.1f}s",
@@ -422,6 +455,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    _warn_about(contents)
     return EXIT_OK
 
 
@@ -434,7 +468,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     config = _config(args)
     vault = Vault.from_config(config)
-    manifests = vault.backups() if args.all else [vault.manifest(args.backup)]
+    damaged: tuple[DamagedBackup, ...] = ()
+    if args.all:
+        contents = vault.contents()
+        manifests = list(contents.backups)
+        damaged = contents.damaged
+    else:
+        manifests = [vault.manifest(args.backup)]
     context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
     reports: list[VerifyReport] = []
     for m in manifests:
@@ -449,6 +489,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 print(f"   {path}: {note}")
         for problem in report.problems:
             print(f"pgvault: FAILED {m.backup_id}: artifact {problem}", file=sys.stderr)
+    for d in damaged:
+        # A manifest that cannot be read verifies nothing: FAILED, like a bad artifact.
+        reports.append(
+            VerifyReport(d.backup_id, args.deep, (), (VerifyProblem(MANIFEST_NAME, d.reason),))
+        )
+        if not args.json:
+            print(f"pgvault: FAILED {d.backup_id}: {MANIFEST_NAME}: {d.reason}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
