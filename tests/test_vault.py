@@ -323,6 +323,27 @@ def test_a_manifest_of_no_artifacts_is_not_a_backup(
     assert "nothing_db" not in pg_cluster.databases()
 
 
+def test_a_missing_md5sums_fails_verify(
+    backed_up: tuple[pgvault.PipelineConfig, pgvault.Manifest],
+) -> None:
+    """With md5 among the checksums, a removed MD5SUMS is a verify failure, and so is one that
+    disagrees with the manifest."""
+    config, manifest = backed_up
+    vault = pgvault.Vault.from_config(config)
+    sidecar = artifact_file(config, manifest).parent / "MD5SUMS"
+    text = sidecar.read_text()
+    sidecar.write_text(text.replace(manifest.artifacts[0].digests["md5"], "0" * 32))
+    report = vault.verify(manifest)
+    assert [(p.artifact, p.message) for p in report.problems] == [
+        ("MD5SUMS", f"the md5 of {manifest.artifacts[0].path} differs from the manifest")
+    ]
+    sidecar.unlink()
+    report = vault.verify(manifest, deep=True)
+    assert [(p.artifact, p.message) for p in report.problems] == [
+        ("MD5SUMS", "missing (the backup's checksums include md5)")
+    ]
+
+
 def test_latest_is_the_newest_scheduled_backup_dated_up_to_now(files_config: Path) -> None:
     """'latest' (and --before) passes over a newer safety backup and a future-dated one, which
     stay listed and reachable by id; with only those, it says so and how to reach them."""

@@ -42,7 +42,7 @@ from pgvault.manifest import MANIFEST_NAME, Manifest, future_dated, id_time
 from pgvault.plugin.components import load_component
 from pgvault.sinks.api import Sink
 from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
-from pgvault.transforms.digest import Digests
+from pgvault.transforms.digest import MD5_SIDECAR, Digests
 
 if TYPE_CHECKING:
     from pgvault.config import PipelineConfig
@@ -429,6 +429,8 @@ class Vault:
                 problems.append(VerifyProblem(art.path, "missing"))
             except PgVaultError as exc:
                 problems.append(VerifyProblem(art.path, _strip(str(exc), manifest, art.path)))
+        if "md5" in manifest.checksums:
+            problems += self._md5sums_problems(manifest)
         return VerifyReport(
             backup_id=manifest.backup_id,
             deep=deep,
@@ -436,6 +438,34 @@ class Vault:
             problems=tuple(problems),
             details=details,
         )
+
+    def _md5sums_problems(self, manifest: Manifest) -> list[VerifyProblem]:
+        """``MD5SUMS`` must exist when md5 was asked for, and agree with the manifest: it is what
+        ``md5sum -c`` (and whoever relies on it instead of pgvault) trusts."""
+        key = self.artifact_key(manifest.backup_id, MD5_SIDECAR)
+        try:
+            text = self.sink.read_bytes(key).decode("utf-8", errors="replace")
+        except ObjectNotFoundError:
+            return [VerifyProblem(MD5_SIDECAR, "missing (the backup's checksums include md5)")]
+        except PgVaultError as exc:
+            return [VerifyProblem(MD5_SIDECAR, str(exc))]
+        listed: dict[str, str] = {}
+        for line in text.splitlines():
+            digest, sep, name = line.partition("  ")
+            if sep:
+                listed[name] = digest.strip().lower()
+        problems = []
+        for art in manifest.artifacts:
+            want = art.digests.get("md5")
+            if want is None:
+                continue
+            if art.path not in listed:
+                problems.append(VerifyProblem(MD5_SIDECAR, f"has no line for {art.path}"))
+            elif listed[art.path] != want:
+                problems.append(
+                    VerifyProblem(MD5_SIDECAR, f"the md5 of {art.path} differs from the manifest")
+                )
+        return problems
 
 
 def raise_if_damaged(chunks: Iterator[bytes], failure: PgVaultError) -> None:
