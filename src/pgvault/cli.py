@@ -484,7 +484,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             continue
         if report.ok:
             how = "deep" if args.deep else "digests"
-            print(f"OK {m.backup_id}: {len(report.checked)} artifact(s), {how} match")
+            n = len(report.checked)
+            if report.archived:
+                text = (
+                    f"{n} artifact(s), {n - len(report.archived)} with matching {how}, "
+                    f"{len(report.archived)} archived (size checked from the listing)"
+                )
+            else:
+                text = f"{n} artifact(s), {how} match"
+            print(f"OK {m.backup_id}: {text}")
             for path, note in report.details.items():
                 print(f"   {path}: {note}")
         for problem in report.problems:

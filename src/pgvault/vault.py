@@ -12,7 +12,7 @@ location) is fully usable.
 
 Whoever can write to the sink can write anything into it, so :meth:`Vault.contents` reads every
 manifest as untrusted input: one that cannot be used (truncated, not JSON, of an unknown format,
-listing no artifacts) is reported as a :class:`DamagedBackup` next to the
+listing no artifacts, archived out of reach) is reported as a :class:`DamagedBackup` next to the
 good ones, never an error that hides the rest. ``latest`` is the newest of the pipeline's own
 runs (``kind = "scheduled"``) that is not future-dated (see
 :data:`~pgvault.manifest.CLOCK_TOLERANCE`); safety backups and future-dated ones are reached by
@@ -33,6 +33,7 @@ from pgvault.exceptions import (
     DecryptionKeyError,
     IntegrityError,
     ManifestError,
+    ObjectArchivedError,
     ObjectNotFoundError,
     PgVaultError,
     TransformError,
@@ -71,6 +72,9 @@ class VerifyReport:
     problems: tuple[VerifyProblem, ...]
     details: dict[str, str] = attrs.field(factory=dict)
     """Per-artifact notes from deep checks (e.g. ``"pg_restore --list: 42 entries"``)."""
+    archived: tuple[str, ...] = ()
+    """Artifacts in an archive storage class, checked against the listing's sizes only: their
+    digests cannot be re-read until they are restored (a shallow verify)."""
 
     @property
     def ok(self) -> bool:
@@ -83,7 +87,7 @@ class DamagedBackup:
     """A backup folder whose manifest cannot be used, and why.
 
     Unreadable, empty, not JSON, of a format this pgvault does not know, listing no artifacts,
-    or naming another backup. It is never ``latest``, is reported by
+    naming another backup, or in an archive storage class. It is never ``latest``, is reported by
     ``list``, ``verify --all`` and ``check``, and ``prune`` leaves it alone for a person to look at.
     """
 
@@ -186,7 +190,7 @@ class Vault:
                 good.append(self._read_manifest(backup_id))
             except ObjectNotFoundError:
                 continue  # removed since the listing (a prune running now): it is gone
-            except ManifestError as exc:
+            except (ManifestError, ObjectArchivedError) as exc:
                 damaged.append(DamagedBackup(backup_id, key, _without(str(exc), key)))
         return VaultContents(now, tuple(latest_first(good)), tuple(damaged), tuple(incomplete))
 
@@ -393,6 +397,13 @@ class Vault:
         """
         problems: list[VerifyProblem] = []
         details: dict[str, str] = {}
+        archived: list[str] = []
+        listed_sizes: dict[str, int] | None = None
+        prefix = self.backup_prefix(manifest.backup_id)
+
+        def listing() -> dict[str, int]:
+            return {i.key[len(prefix) :]: i.size for i in self.sink.list(prefix)}
+
         source_cls = _source_class(manifest) if deep else None
         if deep:
             try:
@@ -422,8 +433,28 @@ class Vault:
                         details[art.path] = note
                 else:
                     digests = Digests(manifest.checksums)
-                    for chunk in self.read_stored(manifest, art.path):
-                        digests.update(chunk)
+                    try:
+                        for chunk in self.read_stored(manifest, art.path):
+                            digests.update(chunk)
+                    except ObjectArchivedError as exc:
+                        # The listing still knows its size: check that much, and say the rest.
+                        if listed_sizes is None:
+                            listed_sizes = listing()  # one listing for every archived artifact
+                        size = listed_sizes.get(art.path)
+                        if size is None:
+                            raise
+                        if size != art.size:
+                            raise IntegrityError(
+                                f"{size} bytes stored, the manifest recorded {art.size}",
+                                artifact=art.path,
+                            ) from None
+                        where = f"in {exc.storage_class}" if exc.storage_class else "archived"
+                        archived.append(art.path)
+                        details[art.path] = (
+                            f"stored {where}: its size matches the listing; its digests cannot "
+                            "be re-read until it is restored (thawed)"
+                        )
+                        continue
                     _check_digests(manifest, art.path, art.size, art.digests, digests)
             except ObjectNotFoundError:
                 problems.append(VerifyProblem(art.path, "missing"))
@@ -437,6 +468,7 @@ class Vault:
             checked=tuple(a.path for a in manifest.artifacts),
             problems=tuple(problems),
             details=details,
+            archived=tuple(archived),
         )
 
     def _md5sums_problems(self, manifest: Manifest) -> list[VerifyProblem]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
-from pgvault.exceptions import ObjectNotFoundError, SinkError
+from pgvault.exceptions import ObjectArchivedError, ObjectNotFoundError, SinkError
 from pgvault.sinks.api import ObjectInfo, ObjectWriter, Sink
 from pgvault.sinks.local import PARTIAL_MARKER
 from pgvault.sinks.retry import GaveUpError, RetryPolicy, chain
@@ -154,6 +154,11 @@ class FsspecSink(Sink):
         """Whether ``exc`` says an object does not exist (a missing bucket is not that)."""
         return any(isinstance(e, FileNotFoundError) for e in chain(exc))
 
+    def _archived_error(self, exc: BaseException, key: str) -> ObjectArchivedError | None:
+        """The error to raise when ``exc`` says ``key`` is in an archive storage class that must
+        be restored before it can be read; None when it does not (the default: no such class)."""
+        return None
+
     def _reset(self, exc: BaseException) -> None:
         """Called before a retry; a backend whose connection can break drops it here."""
 
@@ -230,6 +235,9 @@ class FsspecSink(Sink):
         except Exception as exc:
             if key is not None and self._is_not_found(exc):
                 raise ObjectNotFoundError(f"{self.describe()}: {key} does not exist") from exc
+            archived = self._archived_error(exc, key) if key is not None else None
+            if archived is not None:
+                raise archived from exc
             raise SinkError(f"{self.describe()}: {what}: {self._explain(exc)}") from exc
 
     # The Sink contract
