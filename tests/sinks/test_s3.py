@@ -356,3 +356,25 @@ def test_aborted_write_aborts_its_multipart_upload(s3_server: S3Server, bucket: 
     writer.abort()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_a_server_dying_mid_upload_is_one_line_without_asyncio_noise(
+    s3_server: S3Server, bucket: str, tmp_path: Path, make_config: ConfigMaker
+) -> None:
+    """The store's front end dies in the middle of a part (connections reset, new ones closed at
+    once): the run fails with pgvault's own lines only, no "Task exception was never retrieved"."""
+    folder = big_folder(tmp_path, 12)
+    proxy = FlakyProxy(s3_server.endpoint)
+    try:
+        options = s3_server.sink_options(
+            bucket, "p", **{**TEST_SINK_OPTIONS, "endpoint_url": proxy.endpoint}
+        )
+        path = make_config({"type": "files", "paths": [str(folder)]}, [], sink=options)
+        proxy.die_after(7 * MIB)
+        result = pgvault_cli("run", path)
+    finally:
+        proxy.stop()
+    assert proxy.dead.is_set()
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("pgvault: error: ")
+    assert all(line.startswith("pgvault: ") for line in result.stderr.splitlines()), result.stderr

@@ -363,6 +363,8 @@ class S3Sink(FsspecSink):
                 return f"HTTP {status} {code}" + (f": {message}" if message else "")
             if isinstance(e, botocore.exceptions.EndpointConnectionError):
                 return f"cannot connect to {self.endpoint_url or 'the S3 endpoint'}"
+            if isinstance(e, botocore.exceptions.ConnectionClosedError):
+                return "the server closed the connection before answering (is it going down?)"
             if isinstance(e, botocore.exceptions.BotoCoreError):
                 return f"{type(e).__name__}: {e}"
         return super()._explain(exc)
