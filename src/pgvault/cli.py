@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -45,6 +47,7 @@ EXIT_USAGE = 2
 EXIT_CRITICAL = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM killed
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports for yes
 
 log = logging.getLogger("pgvault")
 
@@ -210,7 +213,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        return handler(args)
+        code = handler(args)
+        # Output to a pipe is buffered: flush while a closed reader can still be told apart.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # another pipe than stdout: a bug, reported as one
+            _report(args, exc, prefix="internal error (please report it): ")
+            return EXIT_FAILED
+        # `pgvault list | head`: the reader has all it wanted. Exit as quietly as coreutils do,
+        # and keep Python's own flush at exit from writing into the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except Terminated:
         print("pgvault: terminated (SIGTERM); nothing was left half-written", file=sys.stderr)
         return EXIT_TERMINATED
@@ -233,6 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on its end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True  # no usable stdout at all: nothing left to tell it
 
 
 def _report(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
