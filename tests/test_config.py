@@ -174,6 +174,31 @@ def test_a_missing_extra_names_the_pip_command(tmp_path: Path) -> None:
     assert "pip install 'pgvault[s3]'" in out.stdout
 
 
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("[retention]\nkeep_within", "retention.keep_within"),
+        ("[retention]\nkeep_last = 1\nincomplete_grace", "retention.incomplete_grace"),
+        ("[check]\nmax_age", "check.max_age"),
+    ],
+)
+def test_a_huge_duration_is_a_config_error_naming_the_key(
+    tmp_path: Path, table: str, key: str
+) -> None:
+    """ "999999999999d" is refused as too long, naming the key, by the CLI too (exit 2, one line),
+    not an internal error about a Python int."""
+    path = write(tmp_path, GOOD + f'{table} = "999999999999d"\n')
+    with pytest.raises(pgvault.ConfigError, match=f"{key}: duration '999999999999d' is too long"):
+        pgvault.load_config(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pgvault", "list", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"pgvault: error: {path}: {key}: duration '999999999999d' is too long (at most 1000y)\n"
+    )
+
+
 SECRET = "Pct%ZZ-s3cr3t-never-echoed"
 
 
