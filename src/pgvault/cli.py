@@ -284,8 +284,14 @@ def _progress(args: argparse.Namespace, label: str) -> TerminalProgress | None:
     return TerminalProgress(label)
 
 
+_NOTIFYING = {"run", "prune", "check", "drill"}
+"""Commands that may send notifications: they need the notifiers' secrets up front."""
+
+
 def _config(args: argparse.Namespace) -> PipelineConfig:
     config = load_config(args.config)
+    if args.command in _NOTIFYING and not getattr(args, "dry_run", False):
+        config.require_notify_env()
     # The config's [logging] table sets level, format and file; -v, --debug and -q override the
     # level for this one command.
     override = (

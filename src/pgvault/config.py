@@ -87,6 +87,29 @@ class PipelineConfig:
         """The config file's name for messages, or ``<config>`` when built in code."""
         return str(self.path) if self.path else "<config>"
 
+    def require_notify_env(self, env: Mapping[str, str] | None = None) -> None:
+        """Raise ConfigError naming the first ``[[notify]]`` ``*_env`` option whose environment
+        variable is unset or empty.
+
+        The commands that notify (``run``, ``prune``, ``check``, ``drill``) call this before they
+        start, so a notifier that could never send is a config error up front rather than
+        retries after the backup. Commands that never notify (``list``, ``show``, ``verify``,
+        ``restore``) do not need the notifiers' secrets, so a restore on a bare machine does not
+        either.
+        """
+        env = os.environ if env is None else env
+        for i, notifier in enumerate(self.notify):
+            for field in attrs.fields(type(notifier)):
+                value = getattr(notifier, field.name)
+                wanted = field.name.endswith("_env") and isinstance(value, str) and value
+                if wanted and not env.get(value):
+                    raise ConfigError(
+                        f"environment variable {value} is not set (or empty); "
+                        f"{notifier.type_name} needs it to send",
+                        path=self.where(),
+                        key=f"notify[{i}].{field.name}",
+                    )
+
 
 def load_config(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None
