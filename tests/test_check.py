@@ -212,3 +212,44 @@ def test_each_check_updates_the_metrics_file(tmp_path: Path) -> None:
     assert samples["pgvault_newest_backup_timestamp_seconds", labels] == started.timestamp()
     assert samples["pgvault_check_timestamp_seconds", labels] == NOW.timestamp()
     assert ("pgvault_sink_free_bytes", labels) in samples
+
+
+def test_a_future_dated_backup_is_a_warning_and_counts_for_nothing(
+    make: Callable[..., pgvault.PipelineConfig],
+) -> None:
+    """A backup dated 399 days ahead warns by name; age is judged on the genuine newest (here
+    stale: CRITICAL), never "-399d old"; alone, it leaves the vault without a backup."""
+    config = make("min_count = 2")
+    vault = Vault.from_config(config)
+    ahead = fake_backup(vault, NOW + timedelta(days=399))
+    alone = pgvault.check(config, now=NOW)
+    assert alone.status is Status.CRITICAL and alone.backups == 0 and alone.newest is None
+    assert alone.lines()[0].startswith("CRITICAL: no complete backup in vault 'test'")
+    genuine = fake_backup(vault, NOW - timedelta(days=3))
+    result = pgvault.check(config, now=NOW)
+    assert result.lines() == [
+        f"CRITICAL: newest complete backup {genuine} is 3d old (max_age 26h)",
+        f"WARNING: backup {ahead} is dated 399d in the future (a clock ahead?): it is not "
+        "counted, not latest and not pruned",
+        "WARNING: 1 complete backup(s) in the vault (min_count 2)",
+    ]
+    assert result.to_dict()["future"] == [ahead]
+
+
+def test_min_count_and_the_metric_count_the_schedule_only(tmp_path: Path) -> None:
+    """Safety backups a restore took are not the pipeline's runs: min_count warns and the
+    pgvault_backups metric says 1 with one scheduled backup and two safety backups."""
+    metrics = tmp_path / "pgvault.prom"
+    path = tmp_path / "p.toml"
+    path.write_text(
+        f'name = "test"\nmetrics_file = "{metrics}"\n[source]\ntype = "files"\npaths = ["."]\n'
+        '[sink]\ntype = "local"\npath = "vault"\n[check]\nmin_count = 2\n'
+    )
+    config = pgvault.load_config(path)
+    vault = Vault.from_config(config)
+    fake_backup(vault, NOW - timedelta(hours=2))
+    for hours in (1, 0.5):
+        fake_backup(vault, NOW - timedelta(hours=hours), kind="safety")
+    result = pgvault.check(config, now=NOW)
+    assert result.lines() == ["WARNING: 1 complete backup(s) in the vault (min_count 2)"]
+    assert read_metrics(metrics)["pgvault_backups", '{name="test"}'] == 1

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
+import pgvault
+from pgvault.manifest import new_backup_id
 from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli, snapshot_database
+from tests.fake_backups import fake_backup
 
 ConfigMaker = Callable[..., Path]
 
@@ -260,3 +266,51 @@ def test_sigterm_during_a_replacing_restore_keeps_the_old_database(
     listed = json.loads(pgvault_cli("list", config_path, "--json").stdout)
     assert [b["backup_id"] for b in listed] == [backup_id]
     pg_cluster.drop_database("keep_me")
+
+
+def test_a_closed_reader_ends_every_command_quietly(
+    make_config: ConfigMaker, tmp_path: Path
+) -> None:
+    """`pgvault list | head -1` shows the header and pgvault exits 141 with nothing on stderr, like
+    coreutils; so does every printing command whose reader is already gone."""
+    path = make_config(
+        {"type": "files", "paths": [str(tmp_path)]}, extra="[retention]\nkeep_last = 2000\n"
+    )
+    vault = pgvault.Vault.from_config(pgvault.load_config(path))
+    now = datetime.now(UTC)
+    model = vault.manifest(fake_backup(vault, now - timedelta(minutes=1)))
+    root = path.parent / "vault" / "test" / "backups"
+    data = (root / model.backup_id / "dump.pgdump").read_bytes()
+    for i in range(2, 1000):  # ~110 KB of listing: more than a pipe holds
+        # Written as plain files: a thousand fsynced sink writes would only cost time here.
+        started = now - timedelta(minutes=i)
+        copy = attrs.evolve(model, backup_id=new_backup_id(started), started_at=started)
+        folder = root / copy.backup_id
+        folder.mkdir()
+        (folder / "dump.pgdump").write_bytes(data)
+        (folder / "manifest.json").write_text(copy.to_json())
+    piped = subprocess.run(
+        f'"{sys.executable}" -m pgvault list "{path}" | head -1; echo "${{PIPESTATUS[0]}}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    header, status = piped.stdout.splitlines()
+    assert header.startswith("ID ") and status == "141"
+    assert piped.stderr == ""
+    for args in (["show", "latest"], ["verify"], ["prune", "--dry-run"], ["check"], ["list"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            closed = subprocess.run(
+                [sys.executable, "-m", "pgvault", args[0], str(path), *args[1:]],
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=300,
+            )
+        finally:
+            os.close(write_end)
+        assert (closed.returncode, closed.stderr) == (141, ""), args

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 import pgvault
 from pgvault.sinks.local import LocalSink
 from pgvault.sources.pg_dump import PgDumpSource
 from pgvault.transforms.compress import Gzip, Zstd
+from tests.fake_backups import fake_backup
 
 GOOD = """
 name = "app"
@@ -169,3 +172,91 @@ def test_a_missing_extra_names_the_pip_command(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "sink.type: sink type 's3' cannot be loaded" in out.stdout
     assert "pip install 'pgvault[s3]'" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("[retention]\nkeep_within", "retention.keep_within"),
+        ("[retention]\nkeep_last = 1\nincomplete_grace", "retention.incomplete_grace"),
+        ("[check]\nmax_age", "check.max_age"),
+    ],
+)
+def test_a_huge_duration_is_a_config_error_naming_the_key(
+    tmp_path: Path, table: str, key: str
+) -> None:
+    """ "999999999999d" is refused as too long, naming the key, by the CLI too (exit 2, one line),
+    not an internal error about a Python int."""
+    path = write(tmp_path, GOOD + f'{table} = "999999999999d"\n')
+    with pytest.raises(pgvault.ConfigError, match=f"{key}: duration '999999999999d' is too long"):
+        pgvault.load_config(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pgvault", "list", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"pgvault: error: {path}: {key}: duration '999999999999d' is too long (at most 1000y)\n"
+    )
+
+
+SECRET = "Pct%ZZ-s3cr3t-never-echoed"
+
+
+def test_a_malformed_dsn_is_refused_without_echoing_the_password(tmp_path: Path) -> None:
+    """A DSN whose password has a malformed %-escape is a config error naming the key and the
+    fault, quoting no part of the password (stderr, JSON log file), for `run` and `restore
+    --dsn` alike."""
+    log = tmp_path / "log.json"
+    text = GOOD.replace(
+        "postgresql://postgres@127.0.0.1:5432/app", f"postgresql://backup:{SECRET}@db/app"
+    )
+    path = write(tmp_path, text + f'[logging]\nformat = "json"\nfile = "{log}"\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "pgvault", "run", str(path)], capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert run.stderr == (
+        f"pgvault: error: {path}: source: invalid value: dsn: invalid PostgreSQL connection "
+        'string: invalid percent-encoded token: "…" (the quoted text is withheld: it may hold '
+        "the password)\n"
+    )
+    good = write(tmp_path, GOOD + f'[logging]\nformat = "json"\nfile = "{log}"\n')
+    # A pg_dump backup to restore, so that the restore gets as far as the --dsn.
+    vault = pgvault.Vault.from_config(pgvault.load_config(good))
+    manifest = vault.manifest(fake_backup(vault, datetime.now(UTC) - timedelta(hours=1)))
+    vault.write_manifest(attrs.evolve(manifest, source={"type": "pg_dump", "format": "custom"}))
+    restore = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgvault",
+            "restore",
+            str(good),
+            "latest",
+            "--target-db",
+            "x",
+            "--dsn",
+            f"postgresql://backup:{SECRET}@db/app",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert restore.returncode == 1
+    assert restore.stderr.startswith(
+        "pgvault: error: invalid PostgreSQL connection string: invalid percent-encoded token"
+    )
+    leaked = [SECRET, "ZZ-s3cr3t", "s3cr3t"]
+    for output in (run.stdout, run.stderr, restore.stdout, restore.stderr, log.read_text()):
+        assert not any(part in output for part in leaked), output
+
+
+def test_type_errors_of_secret_options_do_not_quote_the_value(tmp_path: Path) -> None:
+    """An option that holds a secret (here a webhook URL given as a table) is described by its
+    kind in the error, never quoted; an sftp URL with a password is refused before it is."""
+    text = GOOD + '[[notify]]\ntype = "webhook"\nurl = ["https://hooks/T0k3n-secret"]\n'
+    assert "T0k3n" not in error_of(tmp_path, text)
+    sftp = GOOD.replace(
+        'type = "local"\npath = "vault"', 'type = "sftp"\nurl = "sftp://u:pw-s3cr3t@"'
+    )
+    message = error_of(tmp_path, sftp)
+    assert "pw-s3cr3t" not in message and "must not hold a password" in message

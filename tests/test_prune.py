@@ -247,3 +247,23 @@ def test_prune_and_check_work_on_every_sink(
     assert checked.ok, checked.lines()
     assert checked.backups == len(kept) and checked.newest is not None
     assert checked.newest.backup_id == ids[-1]
+
+
+def test_a_future_dated_backup_neither_anchors_retention_nor_is_pruned(
+    make_config: ConfigMaker, files_source: dict[str, Any]
+) -> None:
+    """A backup dated 399 days ahead (a clock that jumped, then was fixed) is kept and reported;
+    keep_within still counts back from the genuine newest, so the last minutes' backups stay."""
+    path = make_config(files_source, extra='[retention]\nkeep_within = "2d"\n')
+    config = pgvault.load_config(path)
+    vault = Vault.from_config(config)
+    now = datetime.now(UTC)
+    genuine = [fake_backup(vault, now - timedelta(minutes=m)) for m in (3, 2, 1)]
+    old = fake_backup(vault, now - timedelta(days=5))
+    ahead = fake_backup(vault, now + timedelta(days=399))
+    result = pgvault.prune(config)
+    assert result.removed == (old,)
+    assert {m.backup_id for m in vault.backups()} == {*genuine, ahead}
+    why = result.plan.decision(ahead).reasons
+    assert len(why) == 1 and why[0].startswith("dated 398d 23h in the future")
+    assert result.plan.decision(genuine[-1]).reasons == ("newest", "within 2d")

@@ -386,3 +386,63 @@ def test_property_a_larger_count_never_removes_more(
     before = {d.backup_id for d in plan(history, pol, NOW).kept}
     after = {d.backup_id for d in plan(history, bigger, NOW).kept}
     assert before <= after
+
+
+future_times = st.lists(
+    st.datetimes(
+        min_value=datetime(2028, 1, 1, 0, 6), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+    ),
+    max_size=5,
+    unique=True,
+).map(lambda ts: [B(f"{t:%Y%m%dT%H%M%S%f}Z-f{i:03x}", t) for i, t in enumerate(ts)])
+
+
+def _decisions(result: Any, ids: Iterable[str]) -> dict[str, Any]:
+    return {i: (result.decision(i).keep, result.decision(i).reasons) for i in ids}
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories, future_times, policies())
+def test_property_future_dated_backups_are_kept_and_change_nothing_else(
+    history: list[B], ahead: list[B], pol: RetentionPolicy
+) -> None:
+    """Backups dated beyond now + the clock tolerance are all kept, and the decision about every
+    other backup is the same as if they were not there: a clock that jumped ahead can never make
+    the rules count back from it."""
+    ids = [b.backup_id for b in history]
+    alone = plan(history, pol, NOW)
+    mixed = plan([*history, *ahead], pol, NOW)
+    assert _decisions(mixed, ids) == _decisions(alone, ids)
+    for b in ahead:
+        decision = mixed.decision(b.backup_id)
+        assert decision.keep and decision.reasons[0].startswith("dated ")
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories, st.sets(st.from_regex(r"\A2\d{7}T\d{6}Z-d[0-9a-f]{5}\Z"), max_size=4), policies())
+def test_property_damaged_backups_are_kept_and_change_nothing_else(
+    history: list[B], damaged: set[str], pol: RetentionPolicy
+) -> None:
+    """Every damaged folder is kept (never removed for want of a readable manifest), and the
+    decisions about the readable backups are those of a vault without it."""
+    ids = [b.backup_id for b in history]
+    with_damage = plan(history, pol, NOW, damaged=damaged, incomplete=damaged)
+    assert _decisions(with_damage, ids) == _decisions(plan(history, pol, NOW), ids)
+    for backup_id in damaged:
+        decision = with_damage.decision(backup_id)
+        assert decision.keep and decision.reasons[0].startswith("damaged manifest")
+
+
+def test_a_backup_within_the_clock_tolerance_counts() -> None:
+    """A backup dated a minute ahead (ordinary clock differences) counts as the newest; one
+    dated ten minutes ahead does not."""
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    near = B("near", now + timedelta(minutes=1))
+    far = B("far", now + timedelta(minutes=10))
+    old = B("old", now - timedelta(days=1))
+    result = plan([near, far, old], policy(keep_last=1), now)
+    assert result.decision("near").reasons == ("newest", "last #1")
+    assert result.decision("far").reasons == (
+        "dated 10m in the future (a clock ahead by more than 5m?): kept, not counted",
+    )
+    assert not result.decision("old").keep

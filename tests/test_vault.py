@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pgvault
 from pgvault.manifest import FORMAT_VERSION, Manifest
 from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli
+from tests.fake_backups import fake_backup
 
 ConfigMaker = Callable[..., Path]
 
@@ -177,10 +179,221 @@ def test_a_manifest_naming_another_backup_is_refused(
     data["backup_id"] = other = "20200101T000000Z-0a1b2c"
     stored.write_text(json.dumps(data))
     vault = pgvault.Vault.from_config(config)
-    for ref in (manifest.backup_id, "latest"):
-        with pytest.raises(pgvault.ManifestError) as info:
-            vault.manifest(ref)
-        assert str(info.value) == (
-            f"{config.name}/backups/{manifest.backup_id}/manifest.json: the manifest names backup "
-            f"{other}, but is in the folder of backup {manifest.backup_id} (it was moved or edited)"
-        )
+    why = (
+        f"{config.name}/backups/{manifest.backup_id}/manifest.json: the manifest names backup "
+        f"{other}, but is in the folder of backup {manifest.backup_id} (it was moved or edited)"
+    )
+    with pytest.raises(pgvault.ManifestError) as info:
+        vault.manifest(manifest.backup_id)
+    assert str(info.value) == why
+    # 'latest' skips a damaged backup; with no other one left, it says why there is none.
+    with pytest.raises(pgvault.BackupNotFoundError) as not_found:
+        vault.manifest("latest")
+    assert str(not_found.value).endswith(f"has no complete backup; {why}")
+
+
+# One damaged object never blocks the vault
+
+
+@pytest.fixture
+def files_config(make_config: ConfigMaker, tmp_path: Path) -> Path:
+    """A files pipeline over a one-file folder, keeping the newest good backup on prune."""
+    (tmp_path / "data").mkdir()
+    return make_config(
+        {"type": "files", "paths": [str(tmp_path / "data")]},
+        extra="[retention]\nkeep_last = 1\n",
+    )
+
+
+def three_backups(path: Path) -> list[str]:
+    """Three real files backups, oldest first; backup i holds data/version.txt = "i"."""
+    config = pgvault.load_config(path)
+    data = Path(config.source.paths[0])  # type: ignore[attr-defined]
+    ids = []
+    for i in range(3):
+        (data / "version.txt").write_text(f"{i}\n")
+        ids.append(pgvault.run(config).backup_id)
+    return ids
+
+
+def manifest_file(path: Path, backup_id: str) -> Path:
+    return path.parent / "vault" / "test" / "backups" / backup_id / "manifest.json"
+
+
+DAMAGE = {
+    "truncated": lambda text: text[: len(text) // 2],
+    "not JSON": lambda text: "<html>503 Service Unavailable</html>",
+    "empty": lambda text: "",
+    "unknown format version": lambda text: text.replace(
+        '"format_version": 1', '"format_version": 0'
+    ),
+    "newer format version": lambda text: text.replace('"format_version": 1', '"format_version": 9'),
+    "no artifacts": lambda text: json.dumps({**json.loads(text), "artifacts": []}),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_manifest_is_reported_and_skipped(files_config: Path, damage: str) -> None:
+    """A manifest damaged in any of these ways is a DamagedBackup naming its key, never the
+    'latest', and the good backups around it stay listed."""
+    ids = three_backups(files_config)
+    stored = manifest_file(files_config, ids[1])
+    stored.write_text(DAMAGE[damage](stored.read_text()))
+    vault = pgvault.Vault.from_config(pgvault.load_config(files_config))
+    contents = vault.contents()
+    assert [m.backup_id for m in contents.backups] == [ids[2], ids[0]]
+    [damaged] = contents.damaged
+    assert damaged.backup_id == ids[1] and damaged.key == f"test/backups/{ids[1]}/manifest.json"
+    assert damaged.reason
+    assert vault.manifest("latest").backup_id == ids[2]
+    with pytest.raises(pgvault.ManifestError, match=f"{damaged.key}: "):
+        vault.manifest(ids[1])
+
+
+def test_the_newest_manifest_damaged_leaves_every_command_working(
+    files_config: Path, tmp_path: Path
+) -> None:
+    """With the newest manifest truncated: list shows the others and names it, restore latest
+    brings back the newest good backup, verify --all fails it alone, prune keeps it and the newest
+    good one, check names it."""
+    ids = three_backups(files_config)
+    stored = manifest_file(files_config, ids[2])
+    stored.write_text(stored.read_text()[:100])
+    key = f"test/backups/{ids[2]}/manifest.json"
+
+    listed = pgvault_cli("list", files_config)
+    assert listed.returncode == 0, listed.stderr
+    assert ids[1] in listed.stdout and ids[0] in listed.stdout and ids[2] not in listed.stdout
+    assert listed.stderr.startswith(f"pgvault: WARNING: damaged backup {ids[2]} ({key}): ")
+    as_json = json.loads(pgvault_cli("list", files_config, "--json").stdout)
+    assert [(b["backup_id"], b["status"]) for b in as_json] == [
+        (ids[1], "complete"),
+        (ids[0], "complete"),
+        (ids[2], "damaged"),
+    ]
+    assert as_json[2]["key"] == key and "not valid JSON" in as_json[2]["error"]
+
+    out = tmp_path / "restored"
+    restored = pgvault_cli("restore", files_config, "latest", "--target-dir", out)
+    assert restored.returncode == 0, restored.stderr
+    assert f"restored {ids[1]}" in restored.stdout
+    assert next(out.rglob("version.txt")).read_text() == "1\n"
+
+    verified = pgvault_cli("verify", files_config, "--all")
+    assert verified.returncode == 1
+    assert [line.split(":")[0] for line in verified.stdout.splitlines()] == [
+        f"OK {ids[1]}",
+        f"OK {ids[0]}",
+    ]
+    assert f"pgvault: FAILED {ids[2]}: manifest.json: not valid JSON" in verified.stderr
+
+    pruned = pgvault_cli("prune", files_config, "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["removed"] == [ids[0]]
+    assert stored.exists()
+    remaining = pgvault.Vault.from_config(pgvault.load_config(files_config)).contents()
+    assert [m.backup_id for m in remaining.backups] == [ids[1]]
+
+    checked = pgvault_cli("check", files_config)
+    assert checked.returncode == 1
+    assert f"WARNING: damaged backup {ids[2]}: not valid JSON" in checked.stdout
+
+
+def test_a_manifest_of_no_artifacts_is_not_a_backup(
+    pg_cluster: PostgresCluster, files_config: Path
+) -> None:
+    """A manifest listing no artifacts: verify does not say OK, and a restore of it is one line
+    naming the manifest (no database is created), not an internal error."""
+    [backup_id] = three_backups(files_config)[-1:]
+    stored = manifest_file(files_config, backup_id)
+    data = json.loads(stored.read_text())
+    data.update(artifacts=[], source={"type": "pg_dump", "format": "custom"})
+    stored.write_text(json.dumps(data))
+
+    verified = pgvault_cli("verify", files_config, backup_id)
+    assert verified.returncode == 1 and "OK" not in verified.stdout
+    restored = pgvault_cli(
+        "restore", files_config, backup_id, "--target-db", "nothing_db", "--dsn", pg_cluster.dsn()
+    )
+    assert restored.returncode == 1
+    assert restored.stderr.splitlines() == [
+        f"pgvault: error: test/backups/{backup_id}/manifest.json: lists no artifacts, "
+        "so it is not a backup"
+    ]
+    assert "nothing_db" not in pg_cluster.databases()
+
+
+def test_a_missing_md5sums_fails_verify(
+    backed_up: tuple[pgvault.PipelineConfig, pgvault.Manifest],
+) -> None:
+    """With md5 among the checksums, a removed MD5SUMS is a verify failure, and so is one that
+    disagrees with the manifest."""
+    config, manifest = backed_up
+    vault = pgvault.Vault.from_config(config)
+    sidecar = artifact_file(config, manifest).parent / "MD5SUMS"
+    text = sidecar.read_text()
+    sidecar.write_text(text.replace(manifest.artifacts[0].digests["md5"], "0" * 32))
+    report = vault.verify(manifest)
+    assert [(p.artifact, p.message) for p in report.problems] == [
+        ("MD5SUMS", f"the md5 of {manifest.artifacts[0].path} differs from the manifest")
+    ]
+    sidecar.unlink()
+    report = vault.verify(manifest, deep=True)
+    assert [(p.artifact, p.message) for p in report.problems] == [
+        ("MD5SUMS", "missing (the backup's checksums include md5)")
+    ]
+
+
+def test_latest_is_the_newest_scheduled_backup_dated_up_to_now(files_config: Path) -> None:
+    """'latest' (and --before) passes over a newer safety backup and a future-dated one, which
+    stay listed and reachable by id; with only those, it says so and how to reach them."""
+    vault = pgvault.Vault.from_config(pgvault.load_config(files_config))
+    now = datetime.now(UTC)
+    ahead = fake_backup(vault, now + timedelta(days=399))
+    safety = fake_backup(vault, now - timedelta(minutes=1), kind="safety")
+    with pytest.raises(pgvault.BackupNotFoundError) as none:
+        vault.manifest("latest")
+    assert str(none.value) == (
+        f"vault 'test' in {vault.sink.describe()} has no complete backup of the pipeline's "
+        f"schedule; backup {ahead} dated in the future (a clock ahead?) is never 'latest': give "
+        f"an id; safety backups such as {safety} only by id"
+    )
+    scheduled = fake_backup(vault, now - timedelta(hours=1))
+    assert vault.manifest("latest").backup_id == scheduled
+    assert vault.manifest_before(now + timedelta(days=500)).backup_id == scheduled
+    assert {vault.manifest(i).backup_id for i in (ahead, safety)} == {ahead, safety}
+    assert {m.backup_id for m in vault.backups()} == {ahead, safety, scheduled}
+
+
+def test_restore_latest_after_a_replace_is_the_schedules_backup(
+    pg_cluster: PostgresCluster, make_config: ConfigMaker
+) -> None:
+    """After `restore --drop-existing` took a safety backup of the broken database it replaced,
+    `restore latest` brings back the pipeline's backup, not that broken state; the safety backup
+    stays listed (kind safety) and restorable by id."""
+    for name, value in (("latest_src", "good"), ("latest_app", "broken")):
+        pg_cluster.drop_database(name)
+        pg_cluster.create_database(name)
+        pg_cluster.execute(f"CREATE TABLE t (v text); INSERT INTO t VALUES ('{value}')", name)
+    path = make_config({"type": "pg_dump", "dsn": pg_cluster.dsn("latest_src")})
+    scheduled = pgvault_cli("run", path).stdout.strip()
+    replaced = pgvault_cli(
+        "restore", path, "latest", "--target-db", "latest_app", "--drop-existing", "--yes"
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    safety = replaced.stdout.split("safety backup of the replaced database: ")[1].split()[0]
+
+    again = pgvault_cli("restore", path, "latest", "--target-db", "latest_copy")
+    assert again.returncode == 0, again.stderr
+    assert f"restored {scheduled} into" in again.stdout
+    assert pg_cluster.execute("SELECT v FROM t", "latest_copy") == [("good",)]
+    assert json.loads(pgvault_cli("show", path, "latest").stdout)["backup_id"] == scheduled
+    listed = {
+        b["backup_id"]: b["kind"] for b in json.loads(pgvault_cli("list", path, "--json").stdout)
+    }
+    assert listed == {scheduled: "scheduled", safety: "safety"}
+    by_id = pgvault_cli("restore", path, safety, "--target-db", "latest_broken")
+    assert by_id.returncode == 0, by_id.stderr
+    assert pg_cluster.execute("SELECT v FROM t", "latest_broken") == [("broken",)]
+    for name in ("latest_src", "latest_app", "latest_copy", "latest_broken"):
+        pg_cluster.drop_database(name)

@@ -17,6 +17,7 @@ from pgvault.exceptions import (
     KeyMismatchError,
     ManifestError,
     MissingKeyError,
+    ObjectArchivedError,
     ObjectNotFoundError,
     PgVaultError,
     PluginError,
@@ -33,7 +34,7 @@ from pgvault.plugin.hookspecs import hookimpl
 from pgvault.pruning import PruneResult, prune
 from pgvault.restore import RestoreResult, restore
 from pgvault.retention import RetentionPlan, RetentionPolicy
-from pgvault.vault import Vault, VerifyProblem, VerifyReport
+from pgvault.vault import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
 
 __all__ = [
     "ArchiveFormatError",
@@ -43,6 +44,7 @@ __all__ = [
     "CheckThresholds",
     "CiphertextError",
     "ConfigError",
+    "DamagedBackup",
     "DecryptionKeyError",
     "IntegrityError",
     "KeyFileError",
@@ -50,6 +52,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "MissingKeyError",
+    "ObjectArchivedError",
     "ObjectNotFoundError",
     "PgVaultError",
     "PipelineConfig",
@@ -67,6 +70,7 @@ __all__ = [
     "TransformError",
     "TransformRecord",
     "Vault",
+    "VaultContents",
     "VaultError",
     "VerifyProblem",
     "VerifyReport",

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -27,7 +29,7 @@ from pgvault.config import PipelineConfig, load_config
 from pgvault.drill import drill as run_drill
 from pgvault.exceptions import Aborted, ConfigError, PgVaultError
 from pgvault.health import check as check_vault
-from pgvault.manifest import Manifest
+from pgvault.manifest import MANIFEST_NAME, Manifest, id_time
 from pgvault.observability import setup_logging
 from pgvault.pipeline import pgvault_version
 from pgvault.pipeline import run as run_backup
@@ -37,7 +39,7 @@ from pgvault.pruning import prune as prune_vault
 from pgvault.restore import list_archive
 from pgvault.restore import restore as restore_backup
 from pgvault.transforms.api import DecodeContext
-from pgvault.vault import Vault, VerifyReport
+from pgvault.vault import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,6 +47,7 @@ EXIT_USAGE = 2
 EXIT_CRITICAL = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM killed
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports for yes
 
 log = logging.getLogger("pgvault")
 
@@ -211,7 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        return handler(args)
+        code = handler(args)
+        # Output to a pipe is buffered: flush while a closed reader can still be told apart.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # another pipe than stdout: a bug, reported as one
+            _report(args, exc, prefix="internal error (please report it): ")
+            return EXIT_FAILED
+        # `pgvault list | head`: the reader has all it wanted. Exit as quietly as coreutils do,
+        # and keep Python's own flush at exit from writing into the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except Terminated:
         print("pgvault: terminated (SIGTERM); nothing was left half-written", file=sys.stderr)
         return EXIT_TERMINATED
@@ -234,6 +250,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on its end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True  # no usable stdout at all: nothing left to tell it
 
 
 def _report(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
@@ -259,8 +285,14 @@ def _progress(args: argparse.Namespace, label: str) -> TerminalProgress | None:
     return TerminalProgress(label)
 
 
+_NOTIFYING = {"run", "prune", "check", "drill"}
+"""Commands that may send notifications: they need the notifiers' secrets up front."""
+
+
 def _config(args: argparse.Namespace) -> PipelineConfig:
     config = load_config(args.config)
+    if args.command in _NOTIFYING and not getattr(args, "dry_run", False):
+        config.require_notify_env()
     # The config's [logging] table sets level, format and file; -v, --debug and -q override the
     # level for this one command.
     override = (
@@ -374,16 +406,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _summary(m: Manifest) -> dict[str, Any]:
+def _summary(m: Manifest, *, future: bool = False) -> dict[str, Any]:
     return {
         "backup_id": m.backup_id,
+        "status": "complete",
         "started_at": m.to_dict()["started_at"],
         "kind": m.kind,
+        "future": future,
         "size": m.size,
         "raw_size": m.raw_size,
         "duration_seconds": round(m.duration_seconds, 3),
         "source": _source_text(m),
     }
+
+
+def _damaged_summary(d: DamagedBackup) -> dict[str, Any]:
+    when = id_time(d.backup_id)
+    return {
+        "backup_id": d.backup_id,
+        "status": "damaged",
+        "started_at": when.isoformat().replace("+00:00", "Z") if when else None,
+        "key": d.key,
+        "error": d.reason,
+    }
+
+
+def _warn_about(contents: VaultContents) -> None:
+    """Name on stderr what ``list`` shows but nothing counts: damaged and future-dated backups."""
+    for d in contents.damaged:
+        print(
+            f"pgvault: WARNING: damaged backup {d.backup_id} ({d.key}): {d.reason}", file=sys.stderr
+        )
+    for m in contents.future:
+        print(
+            f"pgvault: WARNING: backup {m.backup_id} is dated in the future (a clock ahead?): "
+            "it is never 'latest', not counted and not pruned",
+            file=sys.stderr,
+        )
 
 
 def _source_text(m: Manifest) -> str:
@@ -397,15 +456,21 @@ def _source_text(m: Manifest) -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
-    backups = Vault.from_config(config).backups()
+    contents = Vault.from_config(config).contents()
+    backups = contents.backups
+    future = {m.backup_id for m in contents.future}
     if args.json:
-        print(json.dumps([_summary(m) for m in backups], indent=2))
+        rows_json = [_summary(m, future=m.backup_id in future) for m in backups]
+        rows_json += [_damaged_summary(d) for d in contents.damaged]
+        print(json.dumps(rows_json, indent=2))
+        _warn_about(contents)
         return EXIT_OK
     if not backups:
         print(
             f"no complete backups in vault {config.name!r} at {config.sink.describe()}",
             file=sys.stderr,
         )
+        _warn_about(contents)
         return EXIT_OK
     rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE")]
     for m in backups:
@@ -413,7 +478,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             (
                 m.backup_id,
                 m.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                m.kind,
+                f"{m.kind} (future-dated)" if m.backup_id in future else m.kind,
                 human_bytes(m.size),
                 human_bytes(m.raw_size),
                 f"{m.duration_seconds:.1f}s",
@@ -423,6 +488,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    _warn_about(contents)
     return EXIT_OK
 
 
@@ -435,7 +501,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     config = _config(args)
     vault = Vault.from_config(config)
-    manifests = vault.backups() if args.all else [vault.manifest(args.backup)]
+    damaged: tuple[DamagedBackup, ...] = ()
+    if args.all:
+        contents = vault.contents()
+        manifests = list(contents.backups)
+        damaged = contents.damaged
+    else:
+        manifests = [vault.manifest(args.backup)]
     context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
     reports: list[VerifyReport] = []
     for m in manifests:
@@ -445,11 +517,26 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             continue
         if report.ok:
             how = "deep" if args.deep else "digests"
-            print(f"OK {m.backup_id}: {len(report.checked)} artifact(s), {how} match")
+            n = len(report.checked)
+            if report.archived:
+                text = (
+                    f"{n} artifact(s), {n - len(report.archived)} with matching {how}, "
+                    f"{len(report.archived)} archived (size checked from the listing)"
+                )
+            else:
+                text = f"{n} artifact(s), {how} match"
+            print(f"OK {m.backup_id}: {text}")
             for path, note in report.details.items():
                 print(f"   {path}: {note}")
         for problem in report.problems:
             print(f"pgvault: FAILED {m.backup_id}: artifact {problem}", file=sys.stderr)
+    for d in damaged:
+        # A manifest that cannot be read verifies nothing: FAILED, like a bad artifact.
+        reports.append(
+            VerifyReport(d.backup_id, args.deep, (), (VerifyProblem(MANIFEST_NAME, d.reason),))
+        )
+        if not args.json:
+            print(f"pgvault: FAILED {d.backup_id}: {MANIFEST_NAME}: {d.reason}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(

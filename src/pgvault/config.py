@@ -87,6 +87,29 @@ class PipelineConfig:
         """The config file's name for messages, or ``<config>`` when built in code."""
         return str(self.path) if self.path else "<config>"
 
+    def require_notify_env(self, env: Mapping[str, str] | None = None) -> None:
+        """Raise ConfigError naming the first ``[[notify]]`` ``*_env`` option whose environment
+        variable is unset or empty.
+
+        The commands that notify (``run``, ``prune``, ``check``, ``drill``) call this before they
+        start, so a notifier that could never send is a config error up front rather than
+        retries after the backup. Commands that never notify (``list``, ``show``, ``verify``,
+        ``restore``) do not need the notifiers' secrets, so a restore on a bare machine does not
+        either.
+        """
+        env = os.environ if env is None else env
+        for i, notifier in enumerate(self.notify):
+            for field in attrs.fields(type(notifier)):
+                value = getattr(notifier, field.name)
+                wanted = field.name.endswith("_env") and isinstance(value, str) and value
+                if wanted and not env.get(value):
+                    raise ConfigError(
+                        f"environment variable {value} is not set (or empty); "
+                        f"{notifier.type_name} needs it to send",
+                        path=self.where(),
+                        key=f"notify[{i}].{field.name}",
+                    )
+
 
 def load_config(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None
@@ -280,7 +303,12 @@ def structure(cls: type, options: Mapping[str, Any], *, where: str, key: str, ba
     _reject_unknown(options, fields, where, f"{key}.")
     kwargs: dict[str, Any] = {}
     for name, value in options.items():
-        kwargs[name] = _coerce(value, hints.get(name, Any), where, f"{key}.{name}", base)
+        # A field kept out of repr holds a secret (a password, a token, a URL with one in it):
+        # a type error must then describe the value, never quote it.
+        secret = not fields[name].repr
+        kwargs[name] = _coerce(
+            value, hints.get(name, Any), where, f"{key}.{name}", base, secret=secret
+        )
     for name, f in fields.items():
         if f.default is attrs.NOTHING and name not in kwargs:
             raise ConfigError("missing required option", path=where, key=f"{key}.{name}")
@@ -293,7 +321,9 @@ def structure(cls: type, options: Mapping[str, Any], *, where: str, key: str, ba
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
-def _coerce(value: Any, hint: Any, where: str, key: str, base: Path) -> Any:
+def _coerce(
+    value: Any, hint: Any, where: str, key: str, base: Path, *, secret: bool = False
+) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:
@@ -304,7 +334,8 @@ def _coerce(value: Any, hint: Any, where: str, key: str, base: Path) -> Any:
         try:
             return from_config(value)
         except ValueError as exc:
-            raise ConfigError(str(exc), path=where, key=key) from None
+            text = f"invalid {_show(value, secret=True)}" if secret else str(exc)
+            raise ConfigError(text, path=where, key=key) from None
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -313,37 +344,47 @@ def _coerce(value: Any, hint: Any, where: str, key: str, base: Path) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, where, key, base)
+                return _coerce(value, arg, where, key, base, secret=secret)
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
     if origin is typing.Literal:
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)
+            shown = _show(value, secret=True) if secret else repr(value)
+            hint_text = "" if secret else _suggest(str(value), map(str, args))
             raise ConfigError(
-                f"invalid value {value!r}{_suggest(str(value), map(str, args))}; one of {allowed}",
-                path=where,
-                key=key,
+                f"invalid value {shown}{hint_text}; one of {allowed}", path=where, key=key
             )
         return value
     if origin in (list, tuple, typing.Sequence, typing.get_origin(typing.Sequence[int])):
         if not isinstance(value, list):
-            raise ConfigError(f"expected a list, got {_show(value)}", path=where, key=key)
+            raise ConfigError(
+                f"expected a list, got {_show(value, secret=secret)}", path=where, key=key
+            )
         item = args[0] if args else Any
-        items = [_coerce(v, item, where, f"{key}[{i}]", base) for i, v in enumerate(value)]
+        items = [
+            _coerce(v, item, where, f"{key}[{i}]", base, secret=secret) for i, v in enumerate(value)
+        ]
         return tuple(items) if origin is not list else items
     if origin in (dict, typing.Mapping, typing.get_origin(typing.Mapping[str, int])):
         if not isinstance(value, dict):
-            raise ConfigError(f"expected a table, got {_show(value)}", path=where, key=key)
+            raise ConfigError(
+                f"expected a table, got {_show(value, secret=secret)}", path=where, key=key
+            )
         return dict(value)
     if isinstance(hint, type) and attrs.has(hint):
         # A nested table (``[[drill.check]]``) is validated like any component's options.
         if not isinstance(value, dict):
-            raise ConfigError(f"expected a table, got {_show(value)}", path=where, key=key)
+            raise ConfigError(
+                f"expected a table, got {_show(value, secret=secret)}", path=where, key=key
+            )
         return structure(hint, value, where=where, key=key, base=base)
     if hint is Path:
         if not isinstance(value, str):
-            raise ConfigError(f"expected a path string, got {_show(value)}", path=where, key=key)
+            raise ConfigError(
+                f"expected a path string, got {_show(value, secret=secret)}", path=where, key=key
+            )
         p = Path(value).expanduser()
         return p if p.is_absolute() else base / p
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -352,13 +393,15 @@ def _coerce(value: Any, hint: Any, where: str, key: str, base: Path) -> Any:
         # bool is an int in Python; a TOML `true` is never a valid integer option.
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(
-                f"expected {_TYPE_WORDS[hint]}, got {_show(value)}", path=where, key=key
+                f"expected {_TYPE_WORDS[hint]}, got {_show(value, secret=secret)}",
+                path=where,
+                key=key,
             )
         return value
     return value
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, *, secret: bool = False) -> str:
     kind = {
         str: "string",
         int: "integer",
@@ -367,6 +410,8 @@ def _show(value: Any) -> str:
         list: "list",
         dict: "table",
     }.get(type(value), type(value).__name__)
+    if secret:
+        return f"{kind} (value withheld: the option holds a secret)"
     return f"{kind} {value!r}" if not isinstance(value, (list, dict)) else kind
 
 

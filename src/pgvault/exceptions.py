@@ -161,6 +161,15 @@ class ObjectNotFoundError(SinkError):
     """An object the caller asked for does not exist in the sink."""
 
 
+class ObjectArchivedError(SinkError):
+    """An object is in an archive storage class (S3 GLACIER, DEEP_ARCHIVE): it exists, but
+    cannot be read until a restore request has brought a copy back (hours)."""
+
+    def __init__(self, message: str, *, storage_class: str | None = None) -> None:
+        super().__init__(message)
+        self.storage_class = storage_class
+
+
 class VaultError(PgVaultError):
     """The vault's content is not what an operation needs (no such backup, bad manifest …)."""
 

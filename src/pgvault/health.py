@@ -106,10 +106,15 @@ class CheckResult:
     problems: tuple[Problem, ...]
     """Worst first."""
     backups: int = 0
-    """Complete backups found."""
+    """The pipeline's own complete backups (scheduled, not future-dated): what ``min_count``
+    and the ``pgvault_backups`` metric count."""
     newest: Manifest | None = None
     free_bytes: int | None = None
     total_bytes: int | None = None
+    damaged: tuple[str, ...] = ()
+    """Ids of backups whose manifest cannot be used."""
+    future: tuple[str, ...] = ()
+    """Ids of future-dated backups (not counted)."""
 
     @property
     def status(self) -> Status:
@@ -162,6 +167,8 @@ class CheckResult:
             },
             "free_bytes": self.free_bytes,
             "total_bytes": self.total_bytes,
+            "damaged": list(self.damaged),
+            "future": list(self.future),
             "problems": [
                 {"status": p.status.name, "check": p.check, "message": p.message}
                 for p in self.problems
@@ -205,11 +212,29 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
     except PgVaultError as exc:
         return done([Problem(Status.CRITICAL, "sink", f"sink unreachable: {exc}")])
     try:
-        backups = Vault(sink, config.name).backups()
+        contents = Vault(sink, config.name).contents(now)
     except PgVaultError as exc:
         return done([Problem(Status.CRITICAL, "vault", f"cannot read the vault: {exc}")])
 
     problems: list[Problem] = []
+    # A damaged manifest or a future-dated backup leaves the others usable (a WARNING, named),
+    # and counts for nothing: neither can make a stale vault look fresh.
+    for damaged in contents.damaged:
+        problems.append(Problem(Status.WARNING, "damaged", f"damaged {damaged}"))
+    for future in contents.future:
+        ahead = human_duration(future.started_at - now)
+        problems.append(
+            Problem(
+                Status.WARNING,
+                "clock",
+                f"backup {future.backup_id} is dated {ahead} in the future (a clock ahead?): "
+                "it is not counted, not latest and not pruned",
+            )
+        )
+    found: dict[str, Any] = {
+        "damaged": tuple(d.backup_id for d in contents.damaged),
+        "future": tuple(m.backup_id for m in contents.future),
+    }
     free: int | None = None
     total: int | None = None
     if isinstance(sink, ReportsDiskUsage):
@@ -218,7 +243,10 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
         except (OSError, PgVaultError) as exc:
             problems.append(Problem(Status.WARNING, "min_free", f"cannot read free space: {exc}"))
 
-    if not backups:
+    # Safety backups (taken by a restore) are of the database being replaced, not of the source:
+    # age, size and count are judged on the pipeline's own runs alone.
+    own = contents.scheduled
+    if not own:
         problems.append(
             Problem(
                 Status.CRITICAL,
@@ -227,11 +255,8 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
                 f"(max_age {limits.max_age})",
             )
         )
-        return done(problems, free_bytes=free, total_bytes=total)
+        return done(problems, free_bytes=free, total_bytes=total, **found)
 
-    # Safety backups (taken by a restore) are of the database being replaced, not of the source:
-    # age and size are judged on the pipeline's own runs whenever there are any.
-    own = [m for m in backups if m.kind == "scheduled"] or backups
     newest = own[0]
     age = now - newest.started_at
     if age > limits.max_age.delta:
@@ -252,12 +277,12 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
                 f"(warn_age {limits.warn_age})",
             )
         )
-    if len(backups) < limits.min_count:
+    if len(own) < limits.min_count:
         problems.append(
             Problem(
                 Status.WARNING,
                 "min_count",
-                f"{len(backups)} complete backup(s) in the vault (min_count {limits.min_count})",
+                f"{len(own)} complete backup(s) in the vault (min_count {limits.min_count})",
             )
         )
     if limits.min_size is not None and newest.size < limits.min_size:
@@ -305,7 +330,9 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
             )
     if limits.max_drill_age is not None:
         problems += _drill_problems(Vault(sink, config.name), limits.max_drill_age, now)
-    return done(problems, backups=len(backups), newest=newest, free_bytes=free, total_bytes=total)
+    return done(
+        problems, backups=len(own), newest=newest, free_bytes=free, total_bytes=total, **found
+    )
 
 
 def _drill_problems(vault: Vault, max_drill_age: Duration, now: datetime) -> list[Problem]:

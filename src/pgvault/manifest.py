@@ -12,8 +12,9 @@ format is refused with a message that says to upgrade, never half-read.
 from __future__ import annotations
 
 import json
+import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -22,6 +23,17 @@ from pgvault.exceptions import ManifestError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+
+CLOCK_TOLERANCE = timedelta(minutes=5)
+"""How far ahead of the reader's clock a backup's recorded time may be and still count.
+
+A backup dated further ahead (a host clock that jumped forward, then was fixed; or a forged
+manifest) is *future-dated*: it stays listed and restorable by id, but is never ``latest``, never
+counted by ``check`` or retention, and never removed by ``prune`` (see docs/retention.md). Five
+minutes absorbs ordinary clock differences between the host that backs up and the one that reads.
+"""
+
+_ID_TIME = re.compile(r"^(\d{8}T\d{6}Z)(?:-|$)")
 
 
 def utc_now() -> datetime:
@@ -33,6 +45,34 @@ def utc_now() -> datetime:
 def new_backup_id(now: datetime) -> str:
     """A sortable id: the UTC start time to the second, plus a short random suffix."""
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def id_time(backup_id: str) -> datetime | None:
+    """The start time encoded in a pgvault backup id (``20261120T020000Z-ab12cd``), if any."""
+    m = _ID_TIME.match(backup_id)
+    if not m:
+        return None
+    try:
+        return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def future_dated(backup_id: str, started_at: datetime, now: datetime) -> bool:
+    """Whether a backup's recorded time is beyond ``now`` + :data:`CLOCK_TOLERANCE`.
+
+    The recorded time is both the manifest's ``started_at`` and the time in the backup's id (they
+    are the same instant when pgvault wrote them): if either is ahead, the backup is future-dated,
+    so editing one of them cannot make a skewed backup count.
+    """
+    limit = _aware(now) + CLOCK_TOLERANCE
+    from_id = id_time(backup_id)
+    return _aware(started_at) > limit or (from_id is not None and from_id > limit)
+
+
+def _aware(dt: datetime) -> datetime:
+    # A naive time is UTC by pgvault's convention, never local time.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 @attrs.frozen
@@ -137,29 +177,33 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str | bytes, *, where: str = "manifest") -> Manifest:
         """Parse a stored manifest; ``where`` names it in errors."""
+        if not text.strip():
+            raise ManifestError(f"{where}: empty")
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ManifestError(f"{where}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ManifestError(f"{where}: not a manifest object")
         version = data.get("format_version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise ManifestError(f"{where}: no format_version")
+        if version < 1:
+            raise ManifestError(f"{where}: unknown manifest format {version}")
         if version > FORMAT_VERSION:
             raise ManifestError(
                 f"{where}: manifest format {version} is newer than this pgvault understands "
                 f"({FORMAT_VERSION}); upgrade pgvault to read it"
             )
         try:
-            return cls(
+            manifest = cls(
                 backup_id=data["backup_id"],
                 name=data["name"],
                 status=data.get("status", "complete"),
                 kind=data.get("kind", "scheduled"),
                 labels=dict(data.get("labels", {})),
-                started_at=datetime.fromisoformat(data["started_at"]),
-                finished_at=datetime.fromisoformat(data["finished_at"]),
+                started_at=_aware(datetime.fromisoformat(data["started_at"])),
+                finished_at=_aware(datetime.fromisoformat(data["finished_at"])),
                 pgvault_version=data["pgvault_version"],
                 source=dict(data["source"]),
                 transforms=tuple(
@@ -183,8 +227,14 @@ class Manifest:
                 ),
                 format_version=version,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestError(f"{where}: malformed manifest ({exc!r})") from None
+        if not isinstance(manifest.backup_id, str):
+            raise ManifestError(f"{where}: malformed manifest (backup_id is not a string)")
+        if not manifest.artifacts:
+            # Every source stores at least one stream: a manifest of nothing restores nothing.
+            raise ManifestError(f"{where}: lists no artifacts, so it is not a backup")
+        return manifest
 
 
 def _artifact_dict(a: ArtifactRecord) -> dict[str, Any]:

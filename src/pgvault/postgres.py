@@ -30,7 +30,7 @@ def split_dsn(dsn: str, **overrides: str) -> tuple[str, dict[str, str]]:
         params = pg_conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise ConfigError(
-            f"invalid PostgreSQL connection string: {_first_line(str(exc))}"
+            f"invalid PostgreSQL connection string: {conninfo_problem(exc)}"
         ) from None
     params.update(overrides)
     env = dict(os.environ)
@@ -42,11 +42,42 @@ def split_dsn(dsn: str, **overrides: str) -> tuple[str, dict[str, str]]:
     return clean, env
 
 
+def check_dsn(dsn: str) -> None:
+    """Raise ValueError (never quoting ``dsn``) if it is not a valid URI or conninfo string."""
+    try:
+        pg_conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(f"invalid PostgreSQL connection string: {conninfo_problem(exc)}") from None
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def conninfo_problem(exc: BaseException) -> str:
+    """libpq's complaint about a connection string, with every quoted fragment withheld.
+
+    libpq quotes the part it could not parse (``invalid percent-encoded token: "Pct%ZZ-…"``),
+    and that part is often the password: a message must name the fault, never echo it.
+    """
+    line = _first_line(str(exc)).strip()
+    redacted = _QUOTED.sub(lambda m: m.group(0) if m.group(0) == '"="' else '"…"', line)
+    if redacted.count('"') % 2:
+        redacted = redacted.split('"', 1)[0].rstrip(" :")  # an unbalanced quote: cut it off
+    if redacted != line:
+        redacted += " (the quoted text is withheld: it may hold the password)"
+    return redacted
+
+
 def connect(dsn: str, **overrides: str) -> psycopg.Connection[tuple[object, ...]]:
     """An autocommit connection to ``dsn`` (with ``overrides`` such as ``dbname``)."""
     kwargs: dict[str, str] = {"application_name": APPLICATION_NAME, **overrides}
     try:
         return psycopg.connect(dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]
+    except psycopg.ProgrammingError as exc:
+        # Raised before any connection attempt: the string itself is malformed.
+        raise SourceError(
+            f"invalid PostgreSQL connection string: {conninfo_problem(exc)}"
+        ) from None
     except psycopg.Error as exc:
         raise SourceError(f"cannot connect to PostgreSQL: {_first_line(str(exc))}") from None
 

@@ -105,7 +105,14 @@ def prune(
         )
     now = now or datetime.now(UTC)
     vault = Vault(config.sink, config.name)
-    retention = plan(vault.backups(), policy, now, incomplete=vault.incomplete())
+    contents = vault.contents(now)
+    retention = plan(
+        contents.backups,
+        policy,
+        now,
+        incomplete=vault.incomplete(),
+        damaged=[d.backup_id for d in contents.damaged],
+    )
     if dry_run:
         return PruneResult(config.name, retention, dry_run=True)
 

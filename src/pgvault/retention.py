@@ -19,18 +19,24 @@ it replaces, are kept until their ``keep_until`` label, so one never takes a day
 scheduled backup of that day. Incomplete backups (folders without a manifest) are kept while
 younger than ``incomplete_grace`` (a run may still be writing them), then removed.
 
+Two kinds of backup are kept and take no part in the counting, so that neither can make a
+genuine backup go: a *future-dated* one (recorded time beyond now plus
+:data:`~pgvault.manifest.CLOCK_TOLERANCE`: a clock that jumped ahead would otherwise be "the
+newest" that every rule counts back from), and a *damaged* one (a manifest that cannot be read,
+which an operator should look at before anything removes it).
+
 :func:`plan` is the whole decision; :mod:`pgvault.pruning` applies it to a vault.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
 import attrs
 
+from pgvault.manifest import CLOCK_TOLERANCE, future_dated, id_time
 from pgvault.units import Duration, TimeZoneName, human_duration
 
 TIERS = ("hourly", "daily", "weekly", "monthly", "yearly")
@@ -38,7 +44,6 @@ TIERS = ("hourly", "daily", "weekly", "monthly", "yearly")
 
 _UTC = TimeZoneName("UTC")
 _TWO_DAYS = Duration.parse("2d")
-_ID_TIME = re.compile(r"^(\d{8}T\d{6}Z)(?:-|$)")
 
 
 class Dated(Protocol):
@@ -129,7 +134,8 @@ class Decision:
 
 @attrs.frozen
 class RetentionPlan:
-    """The decision for every backup folder: complete ones newest first, then incomplete ones."""
+    """The decision for every backup folder: complete ones newest first, then damaged ones, then
+    incomplete ones."""
 
     policy: RetentionPolicy
     now: datetime
@@ -160,13 +166,7 @@ def _utc(dt: datetime) -> datetime:
 
 def started_from_id(backup_id: str) -> datetime | None:
     """The start time encoded in a pgvault backup id (``20261120T020000Z-ab12cd``), if any."""
-    m = _ID_TIME.match(backup_id)
-    if not m:
-        return None
-    try:
-        return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
+    return id_time(backup_id)
 
 
 def _keep_until(labels: object) -> datetime | None:
@@ -205,13 +205,16 @@ def plan(
     now: datetime,
     *,
     incomplete: Iterable[str] = (),
+    damaged: Iterable[str] = (),
 ) -> RetentionPlan:
     """Decide, for every backup, whether ``policy`` keeps it and why.
 
     ``backups`` are the complete backups in any order (ids must be unique); ``incomplete`` the ids
-    of folders without a manifest. ``now`` only decides whether an incomplete folder is past its
-    grace period and whether a pinned backup's ``keep_until`` has passed: the rules themselves
-    count back from the newest backup. The result does not depend on the order of the input.
+    of folders without a manifest; ``damaged`` those of folders whose manifest cannot be read,
+    which are always kept. ``now`` decides whether an incomplete folder is past its grace period,
+    whether a pinned backup's ``keep_until`` has passed and which backups are future-dated (kept,
+    never counted); the rules themselves count back from the newest backup that is not. The
+    result does not depend on the order of the input.
     """
     now = _utc(now)
     every: list[tuple[str, datetime]] = []
@@ -226,11 +229,20 @@ def plan(
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"duplicate backup ids: {', '.join(dupes)}")
     reasons: dict[str, list[str]] = {i: [] for i in ids}
+    future = {i for i, started in every if future_dated(i, started, now)}
+    present = [item for item in every if item[0] not in future]
     # The rules count the pipeline's own runs; other kinds are pinned by their label alone.
-    ordered = [item for item in every if item[0] not in pinned]
+    ordered = [item for item in present if item[0] not in pinned]
 
-    if every:
-        reasons[every[0][0]].append("newest")
+    for backup_id, started in every:
+        if backup_id in future:
+            ahead = human_duration(max(started, started_from_id(backup_id) or started) - now)
+            reasons[backup_id].append(
+                f"dated {ahead} in the future (a clock ahead by more than "
+                f"{human_duration(CLOCK_TOLERANCE)}?): kept, not counted"
+            )
+    if present:
+        reasons[present[0][0]].append("newest")
     for backup_id, until in pinned.items():
         if until is not None and now < until:
             reasons[backup_id].append(f"pinned until {until:%Y-%m-%d %H:%M} UTC")
@@ -267,11 +279,17 @@ def plan(
         )
         for i, started in every
     ]
+    unreadable = set(damaged) - set(ids)
+    for backup_id in sorted(unreadable, reverse=True):
+        why = "damaged manifest (see pgvault list): left alone for you to inspect"
+        decisions.append(Decision(backup_id, started_from_id(backup_id), False, True, (why,)))
     grace = policy.incomplete_grace
-    for backup_id in sorted(set(incomplete) - set(ids), reverse=True):
+    for backup_id in sorted(set(incomplete) - set(ids) - unreadable, reverse=True):
         begun = started_from_id(backup_id)
         if begun is None:
             keep, why = True, "incomplete, age unknown (not a pgvault id): left alone"
+        elif begun > now + CLOCK_TOLERANCE:
+            keep, why = True, "incomplete, dated in the future (a clock ahead?): left alone"
         elif now - begun < grace.delta:
             age = human_duration(now - begun)
             keep, why = True, f"incomplete, started {age} ago: may still be running (grace {grace})"

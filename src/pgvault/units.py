@@ -42,10 +42,16 @@ _DURATION_UNITS: dict[str, float] = {
 # silently means 30 days is the kind of surprise this module exists to prevent.
 
 
+MAX_DURATION = timedelta(days=1000 * 365)
+"""The longest duration a config may give ("1000y"): longer ones are typing mistakes, and would
+overflow date arithmetic (a date is at most the year 9999)."""
+
+
 def parse_duration(text: str) -> timedelta:
     """``"30d"``, ``"26h"``, ``"1w 2d"``, ``"90 min"`` → a :class:`timedelta`.
 
-    Units: s, m (minutes), h, d, w, y (365 days). Raises ``ValueError`` with the accepted forms.
+    Units: s, m (minutes), h, d, w, y (365 days); at most :data:`MAX_DURATION`. Raises
+    ``ValueError`` with the accepted forms.
     """
     rest = text.strip().lower()
     if not rest:
@@ -65,6 +71,10 @@ def parse_duration(text: str) -> timedelta:
         pos = m.end()
     if pos == 0 or rest[pos:].strip():
         raise ValueError(f"invalid duration {text!r} (use e.g. '30d', '26h', '1w 2d')")
+    # Compared as seconds first: timedelta itself overflows (OverflowError) far below what
+    # the digits can say.
+    if total > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is too long (at most 1000y)")
     return timedelta(seconds=total)
 
 

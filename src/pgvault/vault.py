@@ -9,6 +9,14 @@ Layout under the sink root (the same on every sink)::
 ``list``, ``show``, ``verify`` and ``restore`` all start from here and never from a local memory of
 what was written, so a vault restored onto a new machine with nothing but its config (or its sink
 location) is fully usable.
+
+Whoever can write to the sink can write anything into it, so :meth:`Vault.contents` reads every
+manifest as untrusted input: one that cannot be used (truncated, not JSON, of an unknown format,
+listing no artifacts, archived out of reach) is reported as a :class:`DamagedBackup` next to the
+good ones, never an error that hides the rest. ``latest`` is the newest of the pipeline's own
+runs (``kind = "scheduled"``) that is not future-dated (see
+:data:`~pgvault.manifest.CLOCK_TOLERANCE`); safety backups and future-dated ones are reached by
+id.
 """
 
 from __future__ import annotations
@@ -25,16 +33,17 @@ from pgvault.exceptions import (
     DecryptionKeyError,
     IntegrityError,
     ManifestError,
+    ObjectArchivedError,
     ObjectNotFoundError,
     PgVaultError,
     TransformError,
 )
 from pgvault.flow import Aborted, Channel, Flow, through
-from pgvault.manifest import MANIFEST_NAME, Manifest
+from pgvault.manifest import MANIFEST_NAME, Manifest, future_dated, id_time
 from pgvault.plugin.components import load_component
 from pgvault.sinks.api import Sink
 from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
-from pgvault.transforms.digest import Digests
+from pgvault.transforms.digest import MD5_SIDECAR, Digests
 
 if TYPE_CHECKING:
     from pgvault.config import PipelineConfig
@@ -63,11 +72,68 @@ class VerifyReport:
     problems: tuple[VerifyProblem, ...]
     details: dict[str, str] = attrs.field(factory=dict)
     """Per-artifact notes from deep checks (e.g. ``"pg_restore --list: 42 entries"``)."""
+    archived: tuple[str, ...] = ()
+    """Artifacts in an archive storage class, checked against the listing's sizes only: their
+    digests cannot be re-read until they are restored (a shallow verify)."""
 
     @property
     def ok(self) -> bool:
         """Whether every artifact matched."""
         return not self.problems
+
+
+@attrs.frozen
+class DamagedBackup:
+    """A backup folder whose manifest cannot be used, and why.
+
+    Unreadable, empty, not JSON, of a format this pgvault does not know, listing no artifacts,
+    naming another backup, or in an archive storage class. It is never ``latest``, is reported by
+    ``list``, ``verify --all`` and ``check``, and ``prune`` leaves it alone for a person to look at.
+    """
+
+    backup_id: str
+    key: str
+    """The manifest's key in the sink."""
+    reason: str
+
+    def __str__(self) -> str:
+        return f"backup {self.backup_id}: {self.reason}"
+
+
+@attrs.frozen
+class VaultContents:
+    """Everything a vault holds, from one listing: usable backups, damaged ones, incomplete ones.
+
+    ``now`` is the clock the contents were judged by: a backup dated beyond it plus
+    :data:`~pgvault.manifest.CLOCK_TOLERANCE` is future-dated.
+    """
+
+    now: datetime
+    backups: tuple[Manifest, ...] = ()
+    """Every readable backup of every kind, newest first, future-dated ones included."""
+    damaged: tuple[DamagedBackup, ...] = ()
+    incomplete: tuple[str, ...] = ()
+    """Ids of folders without a manifest."""
+
+    def is_future(self, manifest: Manifest) -> bool:
+        """Whether ``manifest`` is dated beyond ``now`` plus the tolerance."""
+        return future_dated(manifest.backup_id, manifest.started_at, self.now)
+
+    @property
+    def future(self) -> tuple[Manifest, ...]:
+        """Future-dated backups: listed and restorable by id, but never counted or preferred."""
+        return tuple(m for m in self.backups if self.is_future(m))
+
+    @property
+    def scheduled(self) -> tuple[Manifest, ...]:
+        """The pipeline's own runs that count (``kind = "scheduled"``, not future-dated), newest
+        first: what ``latest``, ``check`` and the ``pgvault_backups`` metric count."""
+        return tuple(m for m in self.backups if m.kind == "scheduled" and not self.is_future(m))
+
+    @property
+    def latest(self) -> Manifest | None:
+        """The newest of :attr:`scheduled`, or None."""
+        return self.scheduled[0] if self.scheduled else None
 
 
 @attrs.define
@@ -105,15 +171,33 @@ class Vault:
                 found.setdefault(backup_id, set()).add(fname)
         return found
 
+    def contents(self, now: datetime | None = None) -> VaultContents:
+        """Every backup folder, read once: good manifests, damaged ones, folders without one.
+
+        A manifest that cannot be used is reported in ``damaged``, never raised: one bad object
+        must not hide the good backups. A sink that cannot be reached still raises SinkError.
+        """
+        now = now or datetime.now(UTC)
+        good: list[Manifest] = []
+        damaged: list[DamagedBackup] = []
+        incomplete: list[str] = []
+        for backup_id, files in sorted(self._ids().items()):
+            if MANIFEST_NAME not in files:
+                incomplete.append(backup_id)
+                continue
+            key = self.artifact_key(backup_id, MANIFEST_NAME)
+            try:
+                good.append(self._read_manifest(backup_id))
+            except ObjectNotFoundError:
+                continue  # removed since the listing (a prune running now): it is gone
+            except (ManifestError, ObjectArchivedError) as exc:
+                damaged.append(DamagedBackup(backup_id, key, _without(str(exc), key)))
+        return VaultContents(now, tuple(latest_first(good)), tuple(damaged), tuple(incomplete))
+
     def backups(self) -> list[Manifest]:
-        """Complete backups (those with a manifest), newest first."""
-        return latest_first(
-            [
-                self._read_manifest(backup_id)
-                for backup_id, files in self._ids().items()
-                if MANIFEST_NAME in files
-            ]
-        )
+        """Complete, readable backups of every kind, newest first (see :meth:`contents` for the
+        damaged ones, which this leaves out)."""
+        return list(self.contents().backups)
 
     def incomplete(self) -> list[str]:
         """Ids of backup folders without a manifest: runs in progress, or failed runs' leftovers."""
@@ -122,12 +206,7 @@ class Vault:
     def manifest(self, ref: str) -> Manifest:
         """The manifest of backup ``ref``: an id, a unique id prefix, or ``latest``."""
         if ref == "latest":
-            backups = self.backups()
-            if not backups:
-                raise BackupNotFoundError(
-                    f"vault {self.name!r} in {self.sink.describe()} has no complete backup"
-                )
-            return backups[0]
+            return self._latest(self.contents())
         folders = self._ids()  # one listing: on a remote sink each is a round trip
         ids = [i for i, files in folders.items() if MANIFEST_NAME in files]
         if ref in ids:
@@ -147,11 +226,49 @@ class Vault:
             f"{self.sink.describe()}{incomplete}"
         )
 
+    def _latest(self, contents: VaultContents) -> Manifest:
+        """``latest``: the newest scheduled, not future-dated backup; says what it passed over."""
+        chosen = contents.latest
+        if chosen is None:
+            text = f"vault {self.name!r} in {self.sink.describe()} has no complete backup"
+            future = contents.future
+            others = [m for m in contents.backups if m.kind != "scheduled" and m not in future]
+            if contents.backups:
+                text += " of the pipeline's schedule"
+            if future:
+                verb = "is" if len(future) == 1 else "are"
+                text += (
+                    f"; {_ids_text(future)} dated in the future (a clock ahead?) {verb} never "
+                    "'latest': give an id"
+                )
+            if others:
+                text += f"; {others[0].kind} backups such as {others[0].backup_id} only by id"
+            if contents.damaged:
+                worst = contents.damaged[-1]  # ids sort by time: the newest damaged one
+                more = len(contents.damaged) - 1
+                text += f"; {worst.key}: {worst.reason}" + (
+                    f" (and {more} more damaged: see pgvault list)" if more else ""
+                )
+            raise BackupNotFoundError(text)
+        for damaged in contents.damaged:
+            when = id_time(damaged.backup_id)
+            if when is None or when > chosen.started_at:
+                log.warning("skipping %s; latest is %s", damaged, chosen.backup_id)
+        for ahead in contents.future:
+            log.warning(
+                "skipping backup %s, dated in the future (%s UTC; a clock ahead?); latest is %s",
+                ahead.backup_id,
+                f"{ahead.started_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+                chosen.backup_id,
+            )
+        return chosen
+
     def manifest_before(self, when: datetime) -> Manifest:
-        """The newest complete backup started at or before ``when`` (naive means UTC)."""
+        """The newest of the pipeline's own backups (``scheduled``, not future-dated) started at
+        or before ``when`` (naive means UTC)."""
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        for manifest in self.backups():
+        for manifest in self.contents().scheduled:
             if manifest.started_at <= when:
                 return manifest
         raise BackupNotFoundError(
@@ -280,6 +397,13 @@ class Vault:
         """
         problems: list[VerifyProblem] = []
         details: dict[str, str] = {}
+        archived: list[str] = []
+        listed_sizes: dict[str, int] | None = None
+        prefix = self.backup_prefix(manifest.backup_id)
+
+        def listing() -> dict[str, int]:
+            return {i.key[len(prefix) :]: i.size for i in self.sink.list(prefix)}
+
         source_cls = _source_class(manifest) if deep else None
         if deep:
             try:
@@ -309,20 +433,71 @@ class Vault:
                         details[art.path] = note
                 else:
                     digests = Digests(manifest.checksums)
-                    for chunk in self.read_stored(manifest, art.path):
-                        digests.update(chunk)
+                    try:
+                        for chunk in self.read_stored(manifest, art.path):
+                            digests.update(chunk)
+                    except ObjectArchivedError as exc:
+                        # The listing still knows its size: check that much, and say the rest.
+                        if listed_sizes is None:
+                            listed_sizes = listing()  # one listing for every archived artifact
+                        size = listed_sizes.get(art.path)
+                        if size is None:
+                            raise
+                        if size != art.size:
+                            raise IntegrityError(
+                                f"{size} bytes stored, the manifest recorded {art.size}",
+                                artifact=art.path,
+                            ) from None
+                        where = f"in {exc.storage_class}" if exc.storage_class else "archived"
+                        archived.append(art.path)
+                        details[art.path] = (
+                            f"stored {where}: its size matches the listing; its digests cannot "
+                            "be re-read until it is restored (thawed)"
+                        )
+                        continue
                     _check_digests(manifest, art.path, art.size, art.digests, digests)
             except ObjectNotFoundError:
                 problems.append(VerifyProblem(art.path, "missing"))
             except PgVaultError as exc:
                 problems.append(VerifyProblem(art.path, _strip(str(exc), manifest, art.path)))
+        if "md5" in manifest.checksums:
+            problems += self._md5sums_problems(manifest)
         return VerifyReport(
             backup_id=manifest.backup_id,
             deep=deep,
             checked=tuple(a.path for a in manifest.artifacts),
             problems=tuple(problems),
             details=details,
+            archived=tuple(archived),
         )
+
+    def _md5sums_problems(self, manifest: Manifest) -> list[VerifyProblem]:
+        """``MD5SUMS`` must exist when md5 was asked for, and agree with the manifest: it is what
+        ``md5sum -c`` (and whoever relies on it instead of pgvault) trusts."""
+        key = self.artifact_key(manifest.backup_id, MD5_SIDECAR)
+        try:
+            text = self.sink.read_bytes(key).decode("utf-8", errors="replace")
+        except ObjectNotFoundError:
+            return [VerifyProblem(MD5_SIDECAR, "missing (the backup's checksums include md5)")]
+        except PgVaultError as exc:
+            return [VerifyProblem(MD5_SIDECAR, str(exc))]
+        listed: dict[str, str] = {}
+        for line in text.splitlines():
+            digest, sep, name = line.partition("  ")
+            if sep:
+                listed[name] = digest.strip().lower()
+        problems = []
+        for art in manifest.artifacts:
+            want = art.digests.get("md5")
+            if want is None:
+                continue
+            if art.path not in listed:
+                problems.append(VerifyProblem(MD5_SIDECAR, f"has no line for {art.path}"))
+            elif listed[art.path] != want:
+                problems.append(
+                    VerifyProblem(MD5_SIDECAR, f"the md5 of {art.path} differs from the manifest")
+                )
+        return problems
 
 
 def raise_if_damaged(chunks: Iterator[bytes], failure: PgVaultError) -> None:
@@ -351,6 +526,16 @@ def raise_if_damaged(chunks: Iterator[bytes], failure: PgVaultError) -> None:
     except PgVaultError:
         # Storage gone while checking: the damage is unproven; the caller reports ``failure``.
         return
+
+
+def _without(message: str, key: str) -> str:
+    """``message`` without a leading ``<key>: ``, so a line that names the key names it once."""
+    return message[len(key) + 2 :] if message.startswith(f"{key}: ") else message
+
+
+def _ids_text(manifests: Sequence[Manifest]) -> str:
+    ids = [m.backup_id for m in manifests]
+    return "backup " + ids[0] if len(ids) == 1 else f"{len(ids)} backups ({', '.join(ids[:3])})"
 
 
 def _strip(message: str, manifest: Manifest, path: str) -> str:

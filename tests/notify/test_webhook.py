@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
 
 import pgvault
 from pgvault.notify.webhook import Webhook
+from tests.conftest import pgvault_cli
 
 Make = Callable[..., pgvault.PipelineConfig]
 
@@ -164,3 +166,22 @@ def test_safety_backups_are_not_announced(httpserver: HTTPServer, notify_config:
     assert httpserver.log == []
     scheduled = pgvault.run(config)
     assert [body["run_id"] for body in posted(httpserver)] == [scheduled.backup_id] * 2
+
+
+def test_a_missing_url_env_is_a_config_error_before_the_backup(
+    notify_config: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run` with url_env naming an unset variable stops at once with a config error naming the
+    key (exit 2, no backup taken); commands that never notify, such as list, still work."""
+    monkeypatch.delenv("PGVAULT_TEST_UNSET_HOOK", raising=False)
+    config = notify_config('[[notify]]\ntype = "webhook"\nurl_env = "PGVAULT_TEST_UNSET_HOOK"\n')
+    assert config.path is not None
+    ran = pgvault_cli("run", config.path)
+    assert ran.returncode == 2
+    assert ran.stderr == (
+        f"pgvault: error: {config.path}: notify[0].url_env: environment variable "
+        "PGVAULT_TEST_UNSET_HOOK is not set (or empty); webhook needs it to send\n"
+    )
+    assert pgvault.Vault.from_config(config).backups() == []
+    listed = pgvault_cli("list", config.path)
+    assert listed.returncode == 0, listed.stderr

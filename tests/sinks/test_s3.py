@@ -68,10 +68,11 @@ def test_backup_list_show_verify_restore_through_s3(
         assert SECRET_KEY not in result.stdout + result.stderr
 
 
-def test_storage_class_and_encryption_apply_to_every_object(
+def test_storage_class_reaches_artifacts_and_encryption_every_object(
     s3_server: S3Server, bucket: str
 ) -> None:
-    """storage_class and aws:kms encryption reach both single-PUT and multipart objects."""
+    """storage_class reaches artifacts, single-PUT and multipart; index objects (write_bytes)
+    keep the bucket's default class; aws:kms encryption reaches all of them."""
     sink = make_sink(
         s3_server.sink_options(
             bucket,
@@ -82,16 +83,98 @@ def test_storage_class_and_encryption_apply_to_every_object(
             **TEST_SINK_OPTIONS,
         )
     )
-    sink.write_bytes("small", b"manifest")
-    with sink.open_writer("large") as writer:
-        writer.write(b"x" * (11 * MIB))
-        writer.commit()
+    sink.write_bytes("index", b"manifest")
+    for key, size in (("small", 100), ("large", 11 * MIB)):
+        with sink.open_writer(key) as writer:
+            writer.write(b"x" * size)
+            writer.commit()
     client = s3_server.client()
-    for key in ("p/small", "p/large"):
+    for key, storage_class in (("index", "STANDARD"), ("small", "STANDARD_IA")):
+        head = client.head_object(Bucket=bucket, Key=f"p/{key}")
+        assert head.get("StorageClass", "STANDARD") == storage_class
+    for key in ("p/index", "p/small", "p/large"):
         head = client.head_object(Bucket=bucket, Key=key)
-        assert head["StorageClass"] == "STANDARD_IA"
         assert head["ServerSideEncryption"] == "aws:kms"
         assert head["SSEKMSKeyId"].endswith("alias/backups")
+    assert client.head_object(Bucket=bucket, Key="p/large")["StorageClass"] == "STANDARD_IA"
+
+
+def test_an_archive_storage_class_keeps_the_vault_usable(
+    s3_server: S3Server, bucket: str, make_config: ConfigMaker, tmp_path: Path
+) -> None:
+    """With storage_class GLACIER, manifests and MD5SUMS stay readable, so list, show, check and
+    a shallow verify (sizes from the listing) work; a read of the archived artifact is one line
+    that says to restore it and how long that takes; once thawed, verify checks digests."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("archived\n" * 1000)
+    options = s3_server.sink_options(bucket, "p", storage_class="GLACIER", **TEST_SINK_OPTIONS)
+    path = make_config(
+        {"type": "files", "paths": [str(folder)], "checksums": ["sha256", "md5"]}, [], sink=options
+    )
+    ran = pgvault_cli("run", path)
+    assert ran.returncode == 0, ran.stderr
+    backup_id = ran.stdout.strip()
+    client = s3_server.client()
+    prefix = f"p/test/backups/{backup_id}/"
+    classes = {
+        o["Key"][len(prefix) :]: o.get("StorageClass", "STANDARD")
+        for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    }
+    assert classes == {"files.tar": "GLACIER", "MD5SUMS": "STANDARD", "manifest.json": "STANDARD"}
+
+    config = pgvault.load_config(path)
+    vault = pgvault.Vault.from_config(config)
+    assert vault.manifest("latest").backup_id == backup_id
+    assert [m.backup_id for m in vault.contents().backups] == [backup_id]
+    assert pgvault.check(config).ok
+    shallow = pgvault_cli("verify", path)
+    assert shallow.returncode == 0, shallow.stderr
+    assert shallow.stdout.splitlines() == [
+        f"OK {backup_id}: 1 artifact(s), 0 with matching digests, 1 archived (size checked from "
+        "the listing)",
+        "   files.tar: stored in GLACIER: its size matches the listing; its digests cannot be "
+        "re-read until it is restored (thawed)",
+    ]
+    for args in (("verify", "--deep"), ("restore", "latest", "--target-dir", tmp_path / "out")):
+        failed = pgvault_cli(args[0], path, *args[1:])
+        assert failed.returncode == 1
+        [line] = failed.stderr.splitlines()
+        assert f"test/backups/{backup_id}/files.tar is in archive storage class GLACIER" in line
+        assert "aws s3api restore-object" in line and "3-5 hours" in line
+        assert "credentials" not in line and "access denied" not in line
+
+    client.restore_object(Bucket=bucket, Key=prefix + "files.tar", RestoreRequest={"Days": 1})
+    thawed = pgvault_cli("verify", path)
+    assert thawed.returncode == 0, thawed.stderr
+    assert thawed.stdout == f"OK {backup_id}: 1 artifact(s), digests match\n"
+
+
+def test_a_manifest_archived_by_an_older_pgvault_is_named_not_blamed_on_credentials(
+    s3_server: S3Server, bucket: str, make_config: ConfigMaker, tmp_path: Path
+) -> None:
+    """A manifest that an older pgvault put in GLACIER makes that one backup damaged, with the
+    restore advice; the other backups stay usable."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("x")
+    path = make_config(
+        {"type": "files", "paths": [str(folder)]},
+        [],
+        sink=s3_server.sink_options(bucket, "p", **TEST_SINK_OPTIONS),
+    )
+    older, newer = (pgvault_cli("run", path).stdout.strip() for _ in range(2))
+    client = s3_server.client()
+    key = f"p/test/backups/{newer}/manifest.json"
+    client.copy_object(
+        Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, StorageClass="GLACIER"
+    )
+    listed = pgvault_cli("list", path)
+    assert listed.returncode == 0 and older in listed.stdout and newer not in listed.stdout
+    assert f"pgvault: WARNING: damaged backup {newer}" in listed.stderr
+    assert "is in archive storage class GLACIER" in listed.stderr
+    shown = pgvault_cli("show", path, "latest")
+    assert json.loads(shown.stdout)["backup_id"] == older
 
 
 def test_object_lock_prevents_early_deletion(s3_server: S3Server) -> None:
@@ -273,3 +356,25 @@ def test_aborted_write_aborts_its_multipart_upload(s3_server: S3Server, bucket: 
     writer.abort()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_a_server_dying_mid_upload_is_one_line_without_asyncio_noise(
+    s3_server: S3Server, bucket: str, tmp_path: Path, make_config: ConfigMaker
+) -> None:
+    """The store's front end dies in the middle of a part (connections reset, new ones closed at
+    once): the run fails with pgvault's own lines only, no "Task exception was never retrieved"."""
+    folder = big_folder(tmp_path, 12)
+    proxy = FlakyProxy(s3_server.endpoint)
+    try:
+        options = s3_server.sink_options(
+            bucket, "p", **{**TEST_SINK_OPTIONS, "endpoint_url": proxy.endpoint}
+        )
+        path = make_config({"type": "files", "paths": [str(folder)]}, [], sink=options)
+        proxy.die_after(7 * MIB)
+        result = pgvault_cli("run", path)
+    finally:
+        proxy.stop()
+    assert proxy.dead.is_set()
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("pgvault: error: ")
+    assert all(line.startswith("pgvault: ") for line in result.stderr.splitlines()), result.stderr

@@ -95,7 +95,13 @@ class Sink(abc.ABC):
     # Derived operations: a sink may override them when its backend does better.
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        """Store ``data`` as ``key`` atomically."""
+        """Store ``data`` as ``key`` atomically.
+
+        pgvault writes its *index objects* this way — manifests, ``MD5SUMS``, drill results: small
+        objects it reads to list a vault and decide — and artifacts through :meth:`open_writer`.
+        A sink with storage classes must keep index objects in one that can be read at once
+        (the S3 sink leaves them in the bucket's default class whatever ``storage_class`` says).
+        """
         with self.open_writer(key) as writer:
             writer.write(data)
             writer.commit()

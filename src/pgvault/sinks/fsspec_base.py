@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
-from pgvault.exceptions import ObjectNotFoundError, SinkError
+from pgvault.exceptions import ObjectArchivedError, ObjectNotFoundError, SinkError
 from pgvault.sinks.api import ObjectInfo, ObjectWriter, Sink
 from pgvault.sinks.local import PARTIAL_MARKER
 from pgvault.sinks.retry import GaveUpError, RetryPolicy, chain
@@ -154,6 +154,11 @@ class FsspecSink(Sink):
         """Whether ``exc`` says an object does not exist (a missing bucket is not that)."""
         return any(isinstance(e, FileNotFoundError) for e in chain(exc))
 
+    def _archived_error(self, exc: BaseException, key: str) -> ObjectArchivedError | None:
+        """The error to raise when ``exc`` says ``key`` is in an archive storage class that must
+        be restored before it can be read; None when it does not (the default: no such class)."""
+        return None
+
     def _reset(self, exc: BaseException) -> None:
         """Called before a retry; a backend whose connection can break drops it here."""
 
@@ -178,6 +183,9 @@ class FsspecSink(Sink):
         with conn.lock:
             if conn.fs is None:
                 conn.fs = self._make_fs()
+                loop = getattr(conn.fs, "loop", None)
+                if isinstance(loop, asyncio.AbstractEventLoop):
+                    quiet_orphaned_network_errors(loop)
             return conn.fs
 
     def _drop_fs(self) -> None:
@@ -230,6 +238,9 @@ class FsspecSink(Sink):
         except Exception as exc:
             if key is not None and self._is_not_found(exc):
                 raise ObjectNotFoundError(f"{self.describe()}: {key} does not exist") from exc
+            archived = self._archived_error(exc, key) if key is not None else None
+            if archived is not None:
+                raise archived from exc
             raise SinkError(f"{self.describe()}: {what}: {self._explain(exc)}") from exc
 
     # The Sink contract
@@ -423,6 +434,41 @@ class PartWriter(ObjectWriter):
             self._executor = None
 
 
+_ORPHANS = ("Task exception was never retrieved", "Future exception was never retrieved")
+
+
+def quiet_orphaned_network_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep aiohttp's orphaned network failures on ``loop`` out of stderr (once per loop).
+
+    When a server dies, aiohttp may fail a request twice: the response side (which reaches the
+    caller, is retried and reported as one pgvault line) and the task sending the request body,
+    which nobody awaits once the response failed. asyncio then prints "Task exception was never
+    retrieved" with a traceback at garbage collection. Such orphans that are network errors are
+    logged at DEBUG; anything else still goes to the loop's previous handler.
+    """
+    previous = loop.get_exception_handler()
+    if getattr(previous, "_pgvault_quiet", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        message = str(context.get("message", ""))
+        if (
+            isinstance(exc, BaseException)
+            and message.startswith(_ORPHANS)
+            and any(_is_network_error(e) for e in chain(exc))
+        ):
+            log.debug("%s: %s (the request itself failed and was reported)", message, exc)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler._pgvault_quiet = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
+
+
 def _is_network_error(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionRefusedError | ConnectionResetError | ConnectionAbortedError):
         return True
@@ -434,6 +480,7 @@ def _is_network_error(exc: BaseException) -> bool:
     module = type(exc).__module__
     if module.startswith("aiohttp") and name in {
         "ClientConnectionError",
+        "ClientConnectionResetError",
         "ClientConnectorError",
         "ClientOSError",
         "ServerDisconnectedError",

@@ -3,8 +3,14 @@
 Objects are written straight to their final key: S3 shows an object only once its single PUT or
 its multipart upload completes, which is exactly the atomic commit the sink contract asks for.
 Objects smaller than one part go up in one PUT; larger ones as a multipart upload whose parts are
-retried one by one and which is aborted when the write is. Storage class, server-side encryption
-and Object Lock retention are applied to every object, the manifest included.
+retried one by one and which is aborted when the write is. Server-side encryption and Object Lock
+retention are applied to every object, the manifest included. ``storage_class`` applies to the
+artifacts (written through ``open_writer``) only: index objects (manifests, ``MD5SUMS``, drill
+results, written through ``write_bytes``) stay in the bucket's default class, since every
+``list``, ``check`` and ``prune`` must read them at once and an archive class (GLACIER,
+DEEP_ARCHIVE) cannot; tiny objects are also cheapest in STANDARD, which bills no minimum size.
+Reading an artifact that is archived raises :class:`~pgvault.exceptions.ObjectArchivedError`,
+whose one line says to request a restore and how long that takes.
 
 Credentials come from the AWS chain (environment, shared profile, instance or task role) unless
 given as options, typically as ``${ENV}`` values; they never appear in ``describe()``, ``repr``,
@@ -27,7 +33,8 @@ import botocore.exceptions
 import botocore.parsers
 import s3fs
 
-from pgvault.sinks.fsspec_base import FsspecSink, Upload, parse_bucket_url
+from pgvault.exceptions import ObjectArchivedError
+from pgvault.sinks.fsspec_base import FsspecSink, PartWriter, Upload, parse_bucket_url
 from pgvault.sinks.retry import chain
 
 if TYPE_CHECKING:
@@ -46,6 +53,13 @@ StorageClass = Literal[
     "SNOW",
     "EXPRESS_ONEZONE",
 ]
+
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+"""Classes whose objects cannot be read before a restore request brings a copy back."""
+_THAW_TIME = {
+    "GLACIER": "a Standard restore takes 3-5 hours, Expedited 1-5 minutes, Bulk 5-12 hours",
+    "DEEP_ARCHIVE": "a Standard restore takes up to 12 hours, Bulk up to 48 hours",
+}
 
 MULTIPART_MARK = "#multipart-upload="
 """Separates a key from an upload id in the names :meth:`S3Sink.list_partials` returns."""
@@ -141,6 +155,7 @@ class S3Sink(FsspecSink):
     secret_access_key: str | None = attrs.field(default=None, repr=False)
     session_token: str | None = attrs.field(default=None, repr=False)
     storage_class: StorageClass | None = None
+    """Class of the artifacts; index objects (manifests, ``MD5SUMS``) keep the bucket's default."""
     server_side_encryption: Literal["AES256", "aws:kms", "aws:kms:dsse"] | None = None
     sse_kms_key_id: str | None = None
     """The KMS key for ``aws:kms`` (the bucket's default key when omitted)."""
@@ -196,10 +211,14 @@ class S3Sink(FsspecSink):
         fs.retries = 1  # one try per call: see the module doc
         return fs
 
-    def put_arguments(self) -> dict[str, Any]:
-        """Extra arguments of every PUT and multipart upload: class, encryption, lock."""
+    def put_arguments(self, *, index: bool = False) -> dict[str, Any]:
+        """Extra arguments of every PUT and multipart upload: class, encryption, lock.
+
+        ``index`` objects (manifests, ``MD5SUMS``) get no storage class: the bucket's default,
+        which is readable at once.
+        """
         extra: dict[str, Any] = {}
-        if self.storage_class:
+        if self.storage_class and not index:
             extra["StorageClass"] = self.storage_class
         if self.server_side_encryption:
             extra["ServerSideEncryption"] = self.server_side_encryption
@@ -213,6 +232,13 @@ class S3Sink(FsspecSink):
     def _new_upload(self, path: str) -> Upload:
         bucket, _, key = path.partition("/")
         return _S3Upload(self, bucket, key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Store index object ``key`` (a manifest, ``MD5SUMS``) in the bucket's default class."""
+        bucket, _, object_key = self._path(key).partition("/")
+        with PartWriter(self, key, _S3Upload(self, bucket, object_key, index=True)) as writer:
+            writer.write(data)
+            writer.commit()
 
     def s3(self, method: str, **kwargs: Any) -> Any:
         """Call botocore ``method`` once, through s3fs's client (for uploads and checks)."""
@@ -264,6 +290,25 @@ class S3Sink(FsspecSink):
         self.call(f"abort unfinished upload of {key}", abort)
 
     # Errors
+
+    def _archived_error(self, exc: BaseException, key: str) -> ObjectArchivedError | None:
+        for e in chain(exc):
+            if isinstance(e, botocore.exceptions.ClientError):
+                if _code(e)[0] != "InvalidObjectState":
+                    return None
+                found = e.response.get("Error", {}).get("StorageClass")
+                storage_class = str(found) if found else None
+                bucket, _, object_key = self._path(key).partition("/")
+                wait = _THAW_TIME.get(storage_class or "", "a restore takes hours")
+                return ObjectArchivedError(
+                    f"{self.describe()}: {key} is in archive storage class "
+                    f"{storage_class or '(unknown)'} and cannot be read until it is restored: "
+                    f"request a restore of the backup's objects (aws s3api restore-object "
+                    f"--bucket {bucket} --key {object_key} --restore-request Days=7; {wait}), "
+                    "then run this again",
+                    storage_class=storage_class,
+                )
+        return None
 
     def _transient(self, exc: BaseException) -> bool:
         for e in chain(exc):
@@ -318,6 +363,8 @@ class S3Sink(FsspecSink):
                 return f"HTTP {status} {code}" + (f": {message}" if message else "")
             if isinstance(e, botocore.exceptions.EndpointConnectionError):
                 return f"cannot connect to {self.endpoint_url or 'the S3 endpoint'}"
+            if isinstance(e, botocore.exceptions.ConnectionClosedError):
+                return "the server closed the connection before answering (is it going down?)"
             if isinstance(e, botocore.exceptions.BotoCoreError):
                 return f"{type(e).__name__}: {e}"
         return super()._explain(exc)
@@ -333,14 +380,15 @@ def _code(exc: Any) -> tuple[str, int]:
 class _S3Upload(Upload):
     """One PUT for small objects, a multipart upload (created at the first part) otherwise."""
 
-    def __init__(self, sink: S3Sink, bucket: str, key: str) -> None:
+    def __init__(self, sink: S3Sink, bucket: str, key: str, *, index: bool = False) -> None:
         self._sink = sink
         self._bucket = bucket
         self._key = key
         self._lock = threading.Lock()
         self._upload_id: str | None = None
         self._etags: dict[int, str] = {}
-        self._extra = sink.put_arguments()  # one retention date for every part of the object
+        # One retention date for every part of the object.
+        self._extra = sink.put_arguments(index=index)
 
     def _upload(self) -> str:
         with self._lock:  # two parts may start at once; only one creates the upload

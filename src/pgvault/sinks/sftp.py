@@ -51,10 +51,11 @@ class SftpAddress:
 def parse_sftp_url(url: str) -> SftpAddress:
     """Split an sftp URL; the path must be absolute and a password is refused."""
     parts = urlsplit(url)
-    if parts.scheme != "sftp" or not parts.hostname:
-        raise ValueError(f"url must look like sftp://user@host:port/path, got {url!r}")
+    # First, so that no message below can quote the URL with its password.
     if parts.password is not None:
         raise ValueError("url must not hold a password: the sftp sink authenticates by key")
+    if parts.scheme != "sftp" or not parts.hostname:
+        raise ValueError(f"url must look like sftp://user@host:port/path, got {url!r}")
     path = unquote(parts.path).rstrip("/") or "/"
     if any(p in (".", "..") for p in path.split("/")):
         raise ValueError(f"url has a '.' or '..' path part: {url!r}")

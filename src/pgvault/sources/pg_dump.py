@@ -26,6 +26,7 @@ from pgvault.exceptions import SourceError
 from pgvault.postgres import (
     _Collector,
     _first_line,
+    check_dsn,
     child_env,
     connect,
     exit_description,
@@ -78,6 +79,10 @@ class PgDumpSource(Source):
     lock_wait_timeout: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        try:
+            check_dsn(self.dsn)
+        except ValueError as exc:
+            raise ValueError(f"dsn: {exc}") from None
         if self.jobs > 1 and self.format != "custom":
             raise ValueError("jobs > 1 needs format = 'custom' (parallel parts restore by section)")
 

@@ -19,6 +19,8 @@ import http.server
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -295,13 +297,21 @@ class FlakyProxy:
     ``fail(n, status)`` makes the next ``n`` requests get ``status`` (with an S3-style XML error
     body) without reaching the upstream; :attr:`requests` counts every request seen and
     :attr:`failed` those answered with an error. Request bodies are read in full before
-    answering, as a real front end does.
+    answering, as a real front end does. ``die_after(n)`` makes the server die once ``n`` bytes
+    of request bodies have arrived: the connection receiving byte ``n`` is reset in the middle of
+    its body, a later request on an open connection is reset too, and a new connection is closed
+    as soon as it is accepted, as by a server going down.
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.removeprefix("http://").rstrip("/")
         self.requests = 0
         self.failed = 0
+        self.received = 0
+        """Bytes of request bodies read so far."""
+        self.dead = threading.Event()
+        """Set once the server died (see :meth:`die_after`)."""
+        self._die_at: int | None = None
         self._lock = threading.Lock()
         self._plan: list[tuple[int, str]] = []
         proxy = self
@@ -312,9 +322,48 @@ class FlakyProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def handle(self) -> None:
+                if proxy.dead.is_set():
+                    # A dying server's backlog: connections are accepted, then closed unread.
+                    self.close_connection = True
+                    return
+                super().handle()
+
+            def _reset(self) -> None:
+                # SO_LINGER 0: close with a TCP RST, what the peer of a crashed process sees.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.close_connection = True
+                self.connection.close()
+
+            def _read_body(self, length: int) -> bytes | None:
+                """The request body, or None when the server died while reading it."""
+                parts: list[bytes] = []
+                left = length
+                while left:
+                    chunk = self.rfile.read(min(left, 64 * 1024))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    parts.append(chunk)
+                    with proxy._lock:
+                        proxy.received += len(chunk)
+                        if proxy._die_at is not None and proxy.received >= proxy._die_at:
+                            proxy.dead.set()
+                    if proxy.dead.is_set():
+                        return None
+                return b"".join(parts)
+
             def _handle(self) -> None:
+                if proxy.dead.is_set():
+                    self._reset()
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._read_body(length) if length else b""
+                if body is None:
+                    self._reset()
+                    return
                 with proxy._lock:
                     proxy.requests += 1
                     planned = proxy._plan.pop(0) if proxy._plan else None
@@ -375,6 +424,11 @@ class FlakyProxy:
     def endpoint(self) -> str:
         """The proxy's base URL, to use instead of the upstream's."""
         return f"http://127.0.0.1:{self.port}"
+
+    def die_after(self, received: int) -> None:
+        """Die once ``received`` bytes of request bodies have arrived (in the middle of one)."""
+        with self._lock:
+            self._die_at = received
 
     def fail(self, count: int, status: int = 503, code: str = "SlowDown") -> None:
         """Answer the next ``count`` requests with ``status`` and error ``code``."""
