@@ -144,6 +144,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-owner", action="store_true", help="do not restore object ownership")
     p.add_argument("--role", help="role to restore as (SET ROLE)")
     p.add_argument("--work-dir", type=Path, help="folder for the temporary file of --jobs > 1")
+    p.add_argument(
+        "--allow-outside-symlinks",
+        action="store_true",
+        help="files backups: also restore symlinks that lead outside --target-dir (e.g. of /etc)",
+    )
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
 
     p = command("prune", "remove the backups the [retention] policy does not keep")
@@ -504,6 +509,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             schemas=tuple(args.schema),
             work_dir=args.work_dir,
             identities=tuple(args.identity),
+            allow_outside_symlinks=args.allow_outside_symlinks,
             progress=progress,
         )
     finally:
