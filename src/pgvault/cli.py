@@ -320,6 +320,10 @@ def _print_prune(result: PruneResult) -> None:
         for r in rows:
             print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
     kept, removed = len(plan.kept), len(plan.removed)
+    cleaned = [i for i in result.leftovers if result.dry_run or i in result.removed]
+    if cleaned:
+        done = "would clean" if result.dry_run else "cleaned"
+        print(f"{done} {len(cleaned)} unfinished backup folder(s): {', '.join(cleaned)}")
     if result.dry_run:
         print(
             f"dry run ({plan.policy.describe()}): would keep {kept}, remove {removed}; "
