@@ -7,7 +7,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.sessions = ["tests", "tests_oldest", "lint", "typing"]
 
 PYTHON = "3.11"
 OLDEST = "3.11.2"
