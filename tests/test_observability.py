@@ -3,9 +3,16 @@ rotating file; counters that survive processes and pipelines sharing one metrics
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -158,3 +165,92 @@ def test_log_settings_from_config(pipeline: Callable[..., Path]) -> None:
     with pytest.raises(pgvault.ConfigError, match=r"logging\.format: invalid value 'yaml'"):
         pgvault.load_config(pipeline(logging_table='format = "yaml"'))
     assert pgvault.load_config(pipeline()).logging == LogSettings()
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A world-traversable folder like /var/lib/prometheus/node-exporter (the test's own tmp
+    folder is 0700, so another user could not even reach a file in it)."""
+    folder = Path(tempfile.mkdtemp(prefix="pgvault-textfile-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _hold_lock(lock: Path, *user: str) -> subprocess.Popen[str]:
+    """``flock -s`` on ``lock`` (as ``user`` through runuser), held until killed."""
+    argv = [*(["runuser", "-u", *user, "--"] if user else []), "flock", "-s", str(lock)]
+    holder = subprocess.Popen(
+        [*argv, "sh", "-c", "echo held; exec sleep 300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: killed whole, sleep included
+    )
+    assert holder.stdout is not None
+    holder.stdout.readline()  # "held", or "" when flock could not open the file at all
+    return holder
+
+
+def _release(holder: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(holder.pid, signal.SIGKILL)
+    holder.communicate()
+
+
+def _bounded(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    # The guard against the bug itself (a run that hangs forever), not a timing assertion.
+    return subprocess.run(
+        [sys.executable, "-m", "pgvault", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user (nobody)")
+def test_another_user_cannot_hang_run_or_check_through_the_metrics_lock(
+    pipeline: Callable[..., Path], shared_folder: Path
+) -> None:
+    """``flock -s`` by ``nobody`` on the metrics lock file cannot make run or check wait: the lock
+    file is 0600, so nobody cannot even open it, and both still record their metrics."""
+    metrics = shared_folder / "pgvault.prom"
+    app = pipeline(top=f'metrics_file = "{metrics}"')
+    assert _bounded("run", app).returncode == 0
+    lock = shared_folder / "pgvault.prom.lock"
+    holder = _hold_lock(lock, "nobody")
+    try:
+        run = _bounded("run", app)
+        assert run.returncode == 0, run.stderr
+        check = _bounded("check", app)
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        _release(holder)
+    assert oct(lock.stat().st_mode & 0o777) == "0o600"
+    samples = read_metrics(metrics)
+    assert samples["pgvault_runs_total", '{name="app"}'] == 2
+    assert samples["pgvault_backups", '{name="app"}'] == 2
+
+
+def test_a_held_metrics_lock_delays_a_run_a_little_and_never_fails_it(
+    pipeline: Callable[..., Path], shared_folder: Path
+) -> None:
+    """A process of pgvault's own user that holds the metrics lock forever costs a run a few
+    seconds and a warning naming the lock file: the backup succeeds, only its metrics are lost."""
+    metrics = shared_folder / "pgvault.prom"
+    app = pipeline(top=f'metrics_file = "{metrics}"')
+    assert _bounded("run", app).returncode == 0
+    lock = shared_folder / "pgvault.prom.lock"
+    holder = _hold_lock(lock)
+    try:
+        run = _bounded("run", app)
+        check = _bounded("check", app)
+    finally:
+        _release(holder)
+    assert run.returncode == 0, run.stderr
+    assert f"could not update metrics file {metrics}" in run.stderr
+    assert "held by another process" in run.stderr
+    assert check.returncode == 0 and "held by another process" in check.stderr
+    backups = pgvault.Vault.from_config(pgvault.load_config(app)).backups()
+    assert len(backups) == 2
+    assert read_metrics(metrics)["pgvault_runs_total", '{name="app"}'] == 1

@@ -180,8 +180,10 @@ def test_runs_in_progress_are_never_touched(config: pgvault.PipelineConfig) -> N
     running_partial = Path(config.sink.describe()) / "test" / "backups" / running / ".x.partial-9"
     running_partial.write_bytes(b"writing")
 
+    assert vault.incomplete() == sorted([dead, running, stale_dir.name])  # partials count too
     result = pgvault.prune(config, now=now)
-    assert result.removed == (dead,)
+    assert set(result.removed) == {dead, stale_dir.name}
+    assert set(result.leftovers) == {dead, stale_dir.name}
     assert result.partials_removed == 1
     assert vault.incomplete() == [running]
     assert running_partial.exists()

@@ -148,6 +148,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-owner", action="store_true", help="do not restore object ownership")
     p.add_argument("--role", help="role to restore as (SET ROLE)")
     p.add_argument("--work-dir", type=Path, help="folder for the temporary file of --jobs > 1")
+    p.add_argument(
+        "--allow-outside-symlinks",
+        action="store_true",
+        help="files backups: also restore symlinks that lead outside --target-dir (e.g. of /etc)",
+    )
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
 
     p = command("prune", "remove the backups the [retention] policy does not keep")
@@ -348,6 +353,10 @@ def _print_prune(result: PruneResult) -> None:
         for r in rows:
             print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
     kept, removed = len(plan.kept), len(plan.removed)
+    cleaned = [i for i in result.leftovers if result.dry_run or i in result.removed]
+    if cleaned:
+        done = "would clean" if result.dry_run else "cleaned"
+        print(f"{done} {len(cleaned)} unfinished backup folder(s): {', '.join(cleaned)}")
     if result.dry_run:
         print(
             f"dry run ({plan.policy.describe()}): would keep {kept}, remove {removed}; "
@@ -592,6 +601,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             schemas=tuple(args.schema),
             work_dir=args.work_dir,
             identities=tuple(args.identity),
+            allow_outside_symlinks=args.allow_outside_symlinks,
             progress=progress,
         )
     finally:

@@ -194,6 +194,11 @@ class RestoreError(PgVaultError):
     """A restore was refused or failed; the message says what the target now holds."""
 
 
+class RunLockedError(PgVaultError):
+    """Another run of the same pipeline (and kind) is going: this one did not start. The message
+    names the holder (backup id, host, pid, since when)."""
+
+
 class ArchiveFormatError(PgVaultError):
     """A pg_dump archive file is not laid out as pgvault can read it: not a custom-format
     archive, an archive version pgvault does not know, or truncated or damaged.

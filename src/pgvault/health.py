@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import attrs
 import pluggy
@@ -216,7 +216,7 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
     except PgVaultError as exc:
         return done([Problem(Status.CRITICAL, "vault", f"cannot read the vault: {exc}")])
 
-    problems: list[Problem] = []
+    problems: list[Problem] = _leftover_problems(config, Vault(sink, config.name), now)
     # A damaged manifest or a future-dated backup leaves the others usable (a WARNING, named),
     # and counts for nothing: neither can make a stale vault look fresh.
     for damaged in contents.damaged:
@@ -333,6 +333,36 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
     return done(
         problems, backups=len(own), newest=newest, free_bytes=free, total_bytes=total, **found
     )
+
+
+def _leftover_problems(config: PipelineConfig, vault: Vault, now: datetime) -> list[Problem]:
+    """Unfinished backup folders older than ``incomplete_grace`` that no live run is writing:
+    runs that died and that prune has not cleaned (is it scheduled?). A WARNING naming them."""
+    from pgvault.retention import RetentionPolicy, started_from_id
+    from pgvault.runlock import live_leases
+
+    policy = config.retention
+    default = cast(Duration, attrs.fields(RetentionPolicy).incomplete_grace.default)
+    grace = policy.incomplete_grace if policy is not None else default
+    try:
+        running = live_leases(vault)
+        old = []
+        for backup_id in vault.incomplete():
+            started = started_from_id(backup_id)
+            if started is not None and now - started >= grace.delta and backup_id not in running:
+                old.append(backup_id)
+    except PgVaultError:
+        return []  # the sink's trouble is reported by the checks that need it
+    if not old:
+        return []
+    return [
+        Problem(
+            Status.WARNING,
+            "leftovers",
+            f"{len(old)} unfinished backup folder(s) older than incomplete_grace ({grace}): "
+            f"{', '.join(old)} (runs that died; pgvault prune removes them)",
+        )
+    ]
 
 
 def _drill_problems(vault: Vault, max_drill_age: Duration, now: datetime) -> list[Problem]:

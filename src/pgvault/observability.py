@@ -10,7 +10,8 @@
   file for node_exporter's textfile collector: last success time, last duration and size, run
   and failure counters, check status. Several pipelines may share one file: samples are labelled
   by vault name and updated under a lock, and the file is replaced atomically, so the collector
-  never reads half a file.
+  never reads half a file. The lock is a 0600 file only pgvault's user can lock, taken with a
+  bounded wait: nothing another process does to it can hang a run or a check.
 
 The pipeline and the check call :func:`after_run` and :func:`after_check` directly instead of
 through a hook: these are promises of the config file, so they must hold whatever plugins are
@@ -26,8 +27,10 @@ import logging
 import logging.handlers
 import os
 import re
+import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,9 +292,14 @@ Samples = dict[tuple[str, str], float]
 def read_metrics(path: Path) -> Samples:
     """The pgvault samples of a textfile written by :func:`write_metrics` (empty if missing)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # Non-blocking, and only a regular file: a fifo put in its place must not hang the run.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return {}
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        text = handle.read().decode("utf-8", errors="replace")
     samples: Samples = {}
     for line in text.splitlines():
         m = _SAMPLE.match(line)
@@ -334,19 +342,56 @@ def write_metrics(path: Path, samples: Samples) -> None:
         raise
 
 
+LOCK_WAIT_SECONDS = 5.0
+"""How long a metrics update waits for the lock before giving up (updates take milliseconds)."""
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[Samples]:
-    """Hold an exclusive lock on ``path``'s lock file while its samples are read and changed."""
+    """Hold an exclusive lock on ``path``'s lock file while its samples are read and changed.
+
+    The lock file is 0600 and must belong to this user, so no other local user can even open
+    it, let alone hold it; and the wait is bounded, so a process that holds it forever (or a
+    planted file) costs an update, never a run. Either way the caller logs the reason.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".lock")
-    with lock_path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # O_NOFOLLOW: a symlink planted in a shared folder must not make us create or lock another file.
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(lock_path, flags, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise PermissionError(
+                f"lock file {lock_path} is not a file of this user (uid {os.geteuid()}); "
+                "remove it and the next update recreates it"
+            )
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)  # made 0644 by an older pgvault: other users could lock it
+        _lock_within(fd, lock_path, LOCK_WAIT_SECONDS)
         try:
             samples = read_metrics(path)
             yield samples
             write_metrics(path, samples)
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _lock_within(fd: int, lock_path: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"its lock file {lock_path} is held by another process (waited "
+                    f"{seconds:g}s); these metrics were not recorded"
+                ) from None
+            time.sleep(0.05)
 
 
 def _labels(name: str) -> str:

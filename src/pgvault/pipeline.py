@@ -24,6 +24,7 @@ from pgvault.flow import Channel, Flow, feed, through
 from pgvault.manifest import ArtifactRecord, Manifest, TransformRecord, new_backup_id, utc_now
 from pgvault.observability import after_run
 from pgvault.plugin.manager import call_hook
+from pgvault.runlock import run_lock
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sources.api import SourceStream
 from pgvault.transforms.api import ArtifactBinding
@@ -73,7 +74,9 @@ def run(
 
     The backup is complete, durable and listed when this returns. On failure it raises the cause
     (a :class:`~pgvault.exceptions.PgVaultError` for every expected failure) and leaves no manifest;
-    the objects it had stored are removed.
+    the objects it had stored are removed. While another run of the same vault and ``kind`` is
+    going it raises :class:`~pgvault.exceptions.RunLockedError` naming it (see
+    :mod:`pgvault.runlock`).
     """
     started = utc_now()
     backup_id = new_backup_id(started)
@@ -82,7 +85,10 @@ def run(
     call_hook("pgvault_backup_started", config=config, backup_id=backup_id, kind=kind, **hooks)
     log.info("backup %s of %s started: %s", backup_id, config.name, config.source.describe())
     try:
-        manifest = _run(config, vault, backup_id, started, kind, labels or {}, progress)
+        # One run of a pipeline (and kind) at a time, across processes and hosts: the lock is
+        # held from before the source starts until the manifest is written.
+        with run_lock(config, backup_id=backup_id, kind=kind, started=started):
+            manifest = _run(config, vault, backup_id, started, kind, labels or {}, progress)
     except BaseException as exc:
         _remove_partial_backup(vault, backup_id)
         after_run(
@@ -242,5 +248,9 @@ def _remove_partial_backup(vault: Vault, backup_id: str) -> None:
     """Remove what a failed run stored; what cannot be removed is left for prune, and said so."""
     try:
         vault.delete_backup_objects(backup_id)
+        # A writer the interruption caught before it could be aborted (Ctrl-C between opening
+        # it and handing it to the flow) leaves its temporary object: it goes too.
+        for name in vault.sink.list_partials(vault.backup_prefix(backup_id)):
+            vault.sink.delete_partial(name)
     except PgVaultError as exc:
         log.warning("could not remove leftovers of failed backup %s: %s", backup_id, exc)

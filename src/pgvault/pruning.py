@@ -3,8 +3,9 @@
 The plan comes from :func:`pgvault.retention.plan` over what the sink holds right now; this module
 only carries it out. Each removed backup loses its manifest first and its data after, so an
 interrupted prune leaves at worst an incomplete folder (which the next prune cleans once it is past
-the grace period), never a manifest that points at missing data. The module is named ``pruning``
-so that ``pgvault.prune`` stays the function.
+the grace period), never a manifest that points at missing data. A folder that a live run holds
+the lease of (see :mod:`pgvault.runlock`) is never touched, whatever its age. The module is named
+``pruning`` so that ``pgvault.prune`` stays the function.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pluggy
 from pgvault.exceptions import ConfigError, PgVaultError
 from pgvault.plugin.manager import call_hook
 from pgvault.retention import RetentionPlan, RetentionPolicy, plan, started_from_id
+from pgvault.runlock import Lease, live_leases
 from pgvault.vault import Vault
 
 if TYPE_CHECKING:
@@ -49,6 +51,11 @@ class PruneResult:
     """Leftovers of interrupted writes (temporary files, multipart uploads) removed too."""
 
     @property
+    def leftovers(self) -> tuple[str, ...]:
+        """Unfinished backup folders (no manifest, past the grace) this prune cleans, or would."""
+        return tuple(d.backup_id for d in self.plan.removed if not d.complete)
+
+    @property
     def ok(self) -> bool:
         """Whether every removal the plan asked for happened (always true on a dry run)."""
         return not self.failures
@@ -74,6 +81,7 @@ class PruneResult:
             "removed": list(self.removed),
             "failures": [{"backup_id": f.backup_id, "message": f.message} for f in self.failures],
             "partials_removed": self.partials_removed,
+            "leftovers": list(self.leftovers),
         }
 
 
@@ -106,12 +114,16 @@ def prune(
     now = now or datetime.now(UTC)
     vault = Vault(config.sink, config.name)
     contents = vault.contents(now)
-    retention = plan(
-        contents.backups,
-        policy,
-        now,
-        incomplete=vault.incomplete(),
-        damaged=[d.backup_id for d in contents.damaged],
+    running = live_leases(vault)
+    retention = _spare_running(
+        plan(
+            contents.backups,
+            policy,
+            now,
+            incomplete=vault.incomplete(),
+            damaged=[d.backup_id for d in contents.damaged],
+        ),
+        running,
     )
     if dry_run:
         return PruneResult(config.name, retention, dry_run=True)
@@ -128,7 +140,7 @@ def prune(
             continue
         removed.append(decision.backup_id)
         log.info("removed backup %s (%s)", decision.backup_id, "; ".join(decision.reasons))
-    partials = _remove_partials(vault, retention, set(removed), now)
+    partials = _remove_partials(vault, retention, set(removed), now, set(running))
     result = PruneResult(
         config.name,
         retention,
@@ -148,13 +160,27 @@ def prune(
     return result
 
 
+def _spare_running(retention: RetentionPlan, running: dict[str, Lease]) -> RetentionPlan:
+    """Keep every unfinished folder a live run holds the lease of, however old it is: a run
+    longer than ``incomplete_grace`` must not lose what it is writing."""
+    decisions = tuple(
+        attrs.evolve(d, keep=True, reasons=(f"incomplete: being written by {lease.describe()}",))
+        if not d.complete and (lease := running.get(d.backup_id)) is not None
+        else d
+        for d in retention.decisions
+    )
+    return attrs.evolve(retention, decisions=decisions)
+
+
 def _remove_partials(
-    vault: Vault, retention: RetentionPlan, removed: set[str], now: datetime
+    vault: Vault, retention: RetentionPlan, removed: set[str], now: datetime, running: set[str]
 ) -> int:
-    """Remove leftovers of interrupted writes (temporary files, unfinished multipart uploads).
+    """Remove leftovers of interrupted writes (temporary files, unfinished multipart uploads,
+    empty folders).
 
     Those of a removed backup go with it; others only once their backup id is past the grace
-    period, since a running backup's unfinished writes look exactly the same.
+    period, since a running backup's unfinished writes look exactly the same, and never those
+    of a backup a live run holds the lease of.
     """
     prefix = f"{vault.name}/backups/"
     grace = retention.policy.incomplete_grace.delta
@@ -164,6 +190,7 @@ def _remove_partials(
         backup_id = name[len(prefix) :].partition("/")[0] if name.startswith(prefix) else ""
         started = started_from_id(backup_id)
         stale = backup_id in removed or (started is not None and now - started >= grace)
+        stale = stale and backup_id not in running
         if not stale:
             continue
         try:

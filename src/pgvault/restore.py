@@ -40,6 +40,7 @@ from pgvault.postgres import (
 from pgvault.restore_selection import RestorePlan, display_name, plan_restore
 from pgvault.sources.pg_dump import schema_selected, server_major
 from pgvault.transforms.api import DecodeContext
+from pgvault.untar import TarExtractor
 from pgvault.vault import Vault, raise_if_damaged
 
 if TYPE_CHECKING:
@@ -800,11 +801,18 @@ def restore_files(
     manifest: Manifest,
     target_dir: Path,
     *,
+    allow_outside_symlinks: bool = False,
     context: DecodeContext | None = None,
     progress: Progress | None = None,
 ) -> RestoreResult:
-    """Extract files backup ``manifest`` under ``target_dir`` (new or empty), keeping modes and
-    mtimes. Entries that would land outside ``target_dir`` are refused."""
+    """Extract files backup ``manifest`` under ``target_dir`` (new or empty), keeping modes,
+    mtimes, symlinks, hard links and (as root) owners.
+
+    The archive is treated as hostile (see :mod:`pgvault.untar`): a member that would write
+    outside ``target_dir``, a device, fifo or setuid/setgid file, or (unless
+    ``allow_outside_symlinks``) a symlink leading outside is refused, naming the member. On any
+    failure everything the restore wrote is removed, and a folder it created goes too.
+    """
     if manifest.source_type != "files":
         raise RestoreError(
             f"backup {manifest.backup_id} is a {manifest.source_type!r} backup; "
@@ -817,29 +825,60 @@ def restore_files(
     vault = Vault.from_config(config)
     context = context or DecodeContext(configured=config.transforms)
     vault.decoders(manifest, context)  # a missing key fails before the folder is even created
+    created = [p for p in (target_dir, *target_dir.parents) if not p.exists()]
     target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    extractor = TarExtractor(target_dir, allow_outside_symlinks=allow_outside_symlinks)
     total = 0
-    for art in manifest.artifacts:
-        chunks = vault.decoded(manifest, art.path, context)
-
-        def counted(chunks: Iterator[bytes] = chunks) -> Iterator[bytes]:
-            for chunk in chunks:
-                if progress is not None:
-                    progress.advance(raw=len(chunk))
-                yield chunk
-
-        reader: Any = _ChunkReader(counted())
+    try:
+        for art in manifest.artifacts:
+            _extract_artifact(vault, manifest, art.path, extractor, context, progress)
+            total += art.raw_size
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                tar.extractall(target_dir, filter="tar")
-            for _ in chunks:  # the rest (tar padding) still has to pass the digest check
-                pass
-        except tarfile.TarError as exc:
-            failure = RestoreError(f"artifact {art.path} is not a valid tar archive: {exc}")
-            raise_if_damaged(chunks, failure)
-            raise failure from exc
-        total += art.raw_size
+            extractor.finish()
+        except RestoreError as exc:
+            raise RestoreError(f"backup {manifest.backup_id}: {exc}") from exc
+    except BaseException:
+        # Nothing half-restored may look like a restore: the target goes back to empty.
+        extractor.remove_all()
+        with contextlib.suppress(OSError):
+            for folder in created:  # the target first, then the parents mkdir made for it
+                folder.rmdir()
+        raise
+    finally:
+        extractor.close()
     return RestoreResult(manifest.backup_id, str(target_dir), total)
+
+
+def _extract_artifact(
+    vault: Vault,
+    manifest: Manifest,
+    path: str,
+    extractor: TarExtractor,
+    context: DecodeContext,
+    progress: Progress | None,
+) -> None:
+    chunks = vault.decoded(manifest, path, context)
+
+    def counted() -> Iterator[bytes]:
+        for chunk in chunks:
+            if progress is not None:
+                progress.advance(raw=len(chunk))
+            yield chunk
+
+    reader: Any = _ChunkReader(counted())
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            extractor.extract(tar)
+        for _ in chunks:  # the rest (tar padding) still has to pass the digest check
+            pass
+    except tarfile.TarError as exc:
+        failure = RestoreError(f"artifact {path} is not a valid tar archive: {exc}")
+        raise_if_damaged(chunks, failure)
+        raise failure from exc
+    except RestoreError as refused:
+        # Garbage read as a member name is damage, not an attack: say which it is.
+        raise_if_damaged(chunks, refused)
+        raise RestoreError(f"backup {manifest.backup_id}: {refused}") from refused
 
 
 def restore(
@@ -859,13 +898,15 @@ def restore(
     schemas: tuple[str, ...] = (),
     work_dir: Path | None = None,
     identities: tuple[Path, ...] = (),
+    allow_outside_symlinks: bool = False,
     progress: Progress | None = None,
 ) -> RestoreResult:
     """Restore backup ``ref`` (id, id prefix or ``latest``) of ``config``'s vault.
 
     ``before`` picks instead the newest complete backup started at or before that time. pg_dump
     backups go into the new database ``target_db`` on the server of ``dsn`` (default: the config
-    source's server); files backups go under ``target_dir``. See :func:`restore_database`.
+    source's server); files backups go under ``target_dir`` (see :func:`restore_files` for
+    ``allow_outside_symlinks``). See :func:`restore_database`.
     """
     vault = Vault.from_config(config)
     manifest = vault.manifest_before(before) if before is not None else vault.manifest(ref)
@@ -873,7 +914,14 @@ def restore(
     if manifest.source_type == "files":
         if target_dir is None:
             raise RestoreError(f"backup {manifest.backup_id} holds files: give --target-dir")
-        return restore_files(config, manifest, target_dir, context=context, progress=progress)
+        return restore_files(
+            config,
+            manifest,
+            target_dir,
+            allow_outside_symlinks=allow_outside_symlinks,
+            context=context,
+            progress=progress,
+        )
     if target_db is None:
         raise RestoreError(f"backup {manifest.backup_id} holds a database: give --target-db")
     if dsn is None:

@@ -200,8 +200,20 @@ class Vault:
         return list(self.contents().backups)
 
     def incomplete(self) -> list[str]:
-        """Ids of backup folders without a manifest: runs in progress, or failed runs' leftovers."""
-        return sorted(i for i, files in self._ids().items() if MANIFEST_NAME not in files)
+        """Ids of backup folders without a manifest: runs in progress, or failed runs' leftovers.
+
+        Folders that hold only unfinished writes (a killed run's temporary file or multipart
+        upload, an empty folder) count too: prune must see them to clean them.
+        """
+        prefix = f"{self.name}/backups/"
+        folders = self._ids()
+        ids = {i for i, files in folders.items() if MANIFEST_NAME not in files}
+        complete = {i for i, files in folders.items() if MANIFEST_NAME in files}
+        for name in self.sink.list_partials(prefix):
+            backup_id = name[len(prefix) :].partition("/")[0] if name.startswith(prefix) else ""
+            if backup_id and backup_id not in complete:
+                ids.add(backup_id)
+        return sorted(ids)
 
     def manifest(self, ref: str) -> Manifest:
         """The manifest of backup ``ref``: an id, a unique id prefix, or ``latest``."""

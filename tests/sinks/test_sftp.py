@@ -216,3 +216,19 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "pgvault.sinks.sftp", raising=False)
     with pytest.raises(ConfigError, match=r"pip install 'pgvault\[sftp\]'"):
         load_component("sink", "sftp", key="sink.type")
+
+
+def test_aborted_and_deleted_objects_leave_no_empty_folders(own_server: SftpServer) -> None:
+    """An aborted write (an interrupted backup) and a deleted backup leave no empty folder on the
+    server: SFTP folders are real, and no listing of objects would ever show them again."""
+    sink = make_sink(own_server.sink_options("/vault", **TEST_SINK_OPTIONS))
+    writer = sink.open_writer("app/backups/20261101T010000Z-abcdef/dump.pgdump")
+    writer.write(b"x" * 1000)
+    writer.abort()
+    sink.write_bytes("app/backups/20261102T010000Z-abcdef/dump.pgdump", b"data")
+    sink.write_bytes("app/backups/20261102T010000Z-abcdef/manifest.json", b"{}")
+    sink.delete("app/backups/20261102T010000Z-abcdef/manifest.json")
+    sink.delete("app/backups/20261102T010000Z-abcdef/dump.pgdump")
+    assert sorted(
+        p.relative_to(own_server.root).as_posix() for p in own_server.root.rglob("*")
+    ) == ["vault"]

@@ -114,6 +114,15 @@ class Sink(abc.ABC):
         """Whether ``key`` is a committed object."""
         return any(info.key == key for info in self.list(key))
 
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        """Store ``data`` as ``key`` only if no object has that key, atomically on the backend:
+        True if stored, False if the key already existed (it is then left as it was).
+
+        Run leases use it where it exists (see :mod:`pgvault.runlock`). The default raises
+        NotImplementedError: a backend that cannot do it atomically must not pretend to.
+        """
+        raise NotImplementedError(f"{self.type_name} sink: no atomic create-if-absent")
+
     def check(self) -> None:
         """Raise SinkError if the sink cannot be reached or written; the default lists the root."""
         self.list("")

@@ -78,7 +78,29 @@ class LocalSink(Sink):
             raise SinkError(
                 f"local sink: cannot create folder {target.parent}: {_describe_os_error(exc)}"
             ) from exc
-        return _LocalWriter(target)
+        return _LocalWriter(target, self.path)
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        """Atomic: the data goes to a temporary file, which link(2) gives the final name only
+        if that name does not exist (on NFS too, unlike a rename, which would replace it)."""
+        target = self._file(key)
+        try:
+            self._make_dirs(target.parent)
+            writer = _LocalWriter(target, self.path)
+            writer.write(data)
+            temp = writer.flush_for_link()
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                return False
+            finally:
+                temp.unlink(missing_ok=True)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            raise SinkError(
+                f"local sink: cannot create {target}: {_describe_os_error(exc)}"
+            ) from exc
+        return True
 
     def open_reader(self, key: str) -> Iterator[bytes]:
         target = self._file(key)
@@ -124,8 +146,36 @@ class LocalSink(Sink):
             ) from exc
 
     def list_partials(self, prefix: str) -> builtins.list[str]:
-        """Keys of temporary files left by interrupted writes (for prune)."""
-        return [key for key, full in self._walk(prefix) if PARTIAL_MARKER in full.name]
+        """Keys of temporary files left by interrupted writes (for prune), and, as ``key/``,
+        empty folders under ``prefix``: a run killed before it removed its folder leaves one,
+        and no listing of objects would ever show it."""
+        found = [key for key, full in self._walk(prefix) if PARTIAL_MARKER in full.name]
+        folder_part = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._file(folder_part) if folder_part else self.path
+        if start.is_dir():
+            for dirpath, dirs, files in os.walk(start):
+                key = Path(dirpath).relative_to(self.path).as_posix() + "/"
+                if not dirs and not files and key.startswith(prefix) and key != prefix:
+                    found.append(key)
+        return found
+
+    def delete_partial(self, name: str) -> None:
+        """Remove a temporary file, or an empty folder (``key/``) and parents it leaves empty."""
+        if not name.endswith("/"):
+            self.delete(name)
+            return
+        folder = self._file(name)
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.ENOTEMPTY:
+                return  # a run began writing into it meanwhile: it is not a leftover
+            raise SinkError(
+                f"local sink: cannot remove folder {folder}: {_describe_os_error(exc)}"
+            ) from exc
+        _remove_empty_folders(folder.parent, self.path)
 
     def delete(self, key: str) -> None:
         target = self._file(key)
@@ -137,14 +187,7 @@ class LocalSink(Sink):
             raise SinkError(
                 f"local sink: cannot delete {target}: {_describe_os_error(exc)}"
             ) from exc
-        # Remove folders the deletion left empty, up to the sink root.
-        parent = target.parent
-        while parent != self.path and parent.is_relative_to(self.path):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+        _remove_empty_folders(target.parent, self.path)
 
     def disk_usage(self) -> tuple[int, int]:
         """``(total, free)`` bytes of the file system the vault is on (for ``pgvault check``).
@@ -171,6 +214,24 @@ class LocalSink(Sink):
             raise SinkError(f"local sink: {probe} is not writable")
 
 
+def _remove_empty_folders(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents while they are empty, up to (not including) ``root``."""
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _read_chunks(handle: BinaryIO, target: Path) -> Iterator[bytes]:
     with handle:
         while True:
@@ -186,8 +247,9 @@ def _read_chunks(handle: BinaryIO, target: Path) -> Iterator[bytes]:
 
 
 class _LocalWriter(ObjectWriter):
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, root: Path | None = None) -> None:
         self._target = target
+        self._root = root or target.parent
         self._temp = target.with_name(f".{target.name}{PARTIAL_MARKER}{secrets.token_hex(4)}")
         try:
             fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -221,11 +283,7 @@ class _LocalWriter(ObjectWriter):
             os.close(self._fd)
             self._fd = None
             self._temp.replace(self._target)
-            dir_fd = os.open(self._target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(self._target.parent)
         except OSError as exc:
             raise self._fail(exc, "cannot commit") from exc
 
@@ -237,3 +295,17 @@ class _LocalWriter(ObjectWriter):
         # What cannot be removed is left for prune; the real error is on its way to the user.
         with contextlib.suppress(OSError):
             self._temp.unlink()
+        # An interrupted backup's folder (<name>/backups/<id>/) would otherwise stay behind,
+        # empty, where no listing of objects shows it. rmdir removes only empty folders, so a
+        # sibling artifact still being written keeps it.
+        _remove_empty_folders(self._target.parent, self._root)
+
+    def flush_for_link(self) -> Path:
+        """Make the written data durable and close it; return the temporary file (which the
+        caller links into place and then removes)."""
+        if self._fd is None:
+            raise SinkError(f"local sink: {self._target} was already closed")
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        return self._temp

@@ -102,6 +102,23 @@ class SftpSink(FsspecSink):
     def _root(self) -> str:
         return self.address.path.rstrip("/")
 
+    def _remove(self, path: str) -> None:
+        self._fs().rm_file(path)
+        # SFTP has real folders, which a listing of objects never shows: remove those a deletion
+        # leaves empty (a pruned backup's), as the local sink does.
+        self.remove_empty_folders(path.rpartition("/")[0])
+
+    def remove_empty_folders(self, folder: str) -> None:
+        """Remove ``folder`` and its parents while they are empty, up to the sink root."""
+        inside = self._root().rstrip("/") + "/"
+        fs: Any = self._fs()
+        while folder.startswith(inside):
+            try:
+                fs.rm(folder, recursive=False)  # an SFTP rmdir: refused unless empty
+            except Exception:  # not empty, gone, or not ours: nothing more to tidy
+                return
+            folder = folder.rpartition("/")[0]
+
     def _known_hosts(self) -> str | None:
         if self.allow_unknown_host:
             return None
@@ -272,3 +289,5 @@ class _SftpUpload(Upload):
         self._started = False
         with contextlib.suppress(FileNotFoundError):
             self._sink._fs().rm_file(self._temp)
+        # An interrupted backup's folder would otherwise stay behind, empty and never listed.
+        self._sink.remove_empty_folders(self._parent)

@@ -243,6 +243,20 @@ class SinkConformanceTests:
             sink.read_bytes(key)
         assert not sink.exists(key)
 
+    def test_create_if_absent_never_replaces(self, sink: Sink, prefix: str) -> None:
+        """Where a sink offers create_if_absent, it stores a new key once and leaves an existing
+        one as it was (run leases rely on it); a sink without it raises NotImplementedError."""
+        key = prefix + "locks/lease.json"
+        try:
+            created = sink.create_if_absent(key, b"first")
+        except NotImplementedError:
+            assert not sink.exists(key)
+            return
+        assert created is True
+        assert sink.create_if_absent(key, b"second") is False
+        assert sink.read_bytes(key) == b"first"
+        assert [i.key for i in sink.list(prefix + "locks/")] == [key]
+
     def test_check_passes(self, sink: Sink) -> None:
         """check() succeeds on a reachable, writable sink."""
         sink.check()
