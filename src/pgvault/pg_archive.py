@@ -85,6 +85,13 @@ class TocEntry:
     """:data:`OFFSET_NOT_SET`, :data:`OFFSET_SET` or :data:`OFFSET_NO_DATA`."""
     position: int
     """Where the entry's data block starts, when ``offset_state`` is :data:`OFFSET_SET`."""
+    owner: str = ""
+    """The object's owner (``ALTER … OWNER TO``), empty for entries without one."""
+    tablespace: str | None = None
+    """The tablespace pg_restore sets (``SET default_tablespace``) before the object: ``None``
+    for objects that have none, ``""`` for the database's default."""
+    tablespace_at: int = -1
+    """Where the entry's tablespace string field starts in the file."""
 
 
 @attrs.frozen
@@ -106,18 +113,25 @@ class _Malformed(Exception):
         super().__init__(f"{message} at byte {pos}")
 
 
+_Buffer = mmap.mmap | bytes | bytearray
+
+
+class _Truncated(_Malformed):
+    """The buffer ends inside a field: more bytes may complete it."""
+
+
 class _Cursor:
     """Reads the layout's ints and strings from a buffer, never past its end."""
 
-    def __init__(self, buf: mmap.mmap, pos: int = 0) -> None:
+    def __init__(self, buf: _Buffer, pos: int = 0) -> None:
         self.buf = buf
         self.pos = pos
         self.end = len(buf)
 
     def take(self, n: int) -> bytes:
         if self.pos + n > self.end:
-            raise _Malformed(f"archive ends inside a {n}-byte field", self.pos)
-        data = self.buf[self.pos : self.pos + n]
+            raise _Truncated(f"archive ends inside a {n}-byte field", self.pos)
+        data = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         return data
 
@@ -195,6 +209,90 @@ def fill_data_offsets(path: Path) -> bool:
     return True
 
 
+def read_toc_stream(
+    chunks: Iterator[bytes], *, where: str = "archive"
+) -> tuple[ArchiveToc, bytearray]:
+    """The header facts and TOC of a custom-format archive read from ``chunks``, and every byte
+    read so far (the header, the TOC and perhaps the start of the data), which the caller passes
+    on before the rest of ``chunks``. Only as much is read as the TOC needs: it comes first.
+
+    Raises :class:`ArchiveFormatError` (naming ``where``) as :func:`read_toc` does, and when the
+    stream ends inside the TOC.
+    """
+    head = bytearray()
+    path = Path(where)
+    want = 1 << 16
+    for chunk in chunks:
+        head += chunk
+        if len(head) < want:
+            continue
+        try:
+            return _parse_toc_strict(head, path), head
+        except _Truncated:
+            want = len(head) * 2  # re-parsing from the start: keep it to a few attempts
+    try:
+        return _parse_toc_strict(head, path), head
+    except _Truncated as exc:
+        raise ArchiveFormatError(
+            f"stream ends inside the table of contents ({exc})", path=where
+        ) from None
+
+
+def _parse_toc_strict(buf: _Buffer, path: Path) -> ArchiveToc:
+    """:func:`_parse_toc`, but a buffer ending inside a field raises :class:`_Truncated`."""
+    cur = _Cursor(buf)
+    try:
+        version = _parse_header(cur, path)
+        toc_start = cur.pos
+        entries = _parse_entries(cur, version)
+    except _Truncated:
+        raise
+    except _Malformed as exc:
+        raise ArchiveFormatError(str(exc), path=str(path)) from None
+    return ArchiveToc(version, toc_start, cur.pos, entries)
+
+
+def tablespaces_in(toc: ArchiveToc) -> set[str]:
+    """The tablespaces an archive's objects are created in (``""``, the database's default,
+    left out)."""
+    return {e.tablespace for e in toc.entries if e.tablespace}
+
+
+def map_tablespaces(
+    chunks: Iterator[bytes], mapping: Mapping[str, str], *, where: str = "archive"
+) -> Iterator[bytes]:
+    """``chunks`` of a custom-format archive with each object's tablespace renamed by
+    ``mapping`` (old name to new), so that pg_restore creates the objects of tablespace OLD in
+    NEW: it sets ``default_tablespace`` from that field of the TOC, and from nothing else.
+
+    The TOC changes length, so data positions already set (an archive pg_dump wrote to a file)
+    move by the same amount; a piped dump's positions are not set and stay so.
+    """
+    toc, head = read_toc_stream(chunks, where=where)
+    edits: list[tuple[int, int, bytes]] = []  # (start, length replaced, new bytes)
+    for entry in toc.entries:
+        new = mapping.get(entry.tablespace or "")
+        if entry.tablespace and new is not None and new != entry.tablespace:
+            old_len = _INT.size + len(entry.tablespace.encode("utf-8", "surrogateescape"))
+            encoded = new.encode()
+            edits.append((entry.tablespace_at, old_len, _INT.pack(0, len(encoded)) + encoded))
+    delta = sum(len(replacement) - old for _, old, replacement in edits)
+    if delta:
+        for entry in toc.entries:
+            if entry.offset_state == OFFSET_SET:
+                moved = bytes([OFFSET_SET]) + (entry.position + delta).to_bytes(_OFF_SIZE, "little")
+                edits.append((entry.offset_at, 1 + _OFF_SIZE, moved))
+    out = bytearray()
+    pos = 0
+    for start, old_len, replacement in sorted(edits):
+        out += head[pos:start]
+        out += replacement
+        pos = start + old_len
+    out += head[pos:]
+    yield bytes(out)
+    yield from chunks
+
+
 @contextlib.contextmanager
 def _mapped(fd: int, path: Path) -> Iterator[mmap.mmap]:
     """The file open on ``fd``, mapped read-only: the scan then costs no read call per chunk."""
@@ -204,7 +302,7 @@ def _mapped(fd: int, path: Path) -> Iterator[mmap.mmap]:
         yield buf
 
 
-def _parse_toc(buf: mmap.mmap, path: Path) -> ArchiveToc:
+def _parse_toc(buf: _Buffer, path: Path) -> ArchiveToc:
     cur = _Cursor(buf)
     try:
         version = _parse_header(cur, path)
@@ -216,7 +314,9 @@ def _parse_toc(buf: mmap.mmap, path: Path) -> ArchiveToc:
 
 
 def _parse_header(cur: _Cursor, path: Path) -> tuple[int, int, int]:
-    if cur.end < len(_MAGIC) or cur.take(len(_MAGIC)) != _MAGIC:
+    if cur.end >= len(_MAGIC) and cur.buf[: len(_MAGIC)] != _MAGIC:
+        raise ArchiveFormatError("not a pg_dump custom-format archive", path=str(path))
+    if cur.take(len(_MAGIC)) != _MAGIC:
         raise ArchiveFormatError("not a pg_dump custom-format archive", path=str(path))
     version = (cur.byte(), cur.byte(), cur.byte())
     if version not in SUPPORTED_VERSIONS:
@@ -261,11 +361,14 @@ def _parse_entries(cur: _Cursor, version: tuple[int, int, int]) -> tuple[TocEntr
         tag = cur.text()
         desc = cur.text()
         cur.integer()  # section
-        for _ in range(6):  # definition, drop, copy, namespace, tablespace, table AM
+        for _ in range(4):  # definition, drop, copy, namespace
             cur.string()
+        tablespace_at = cur.pos
+        raw_tablespace = cur.string()
+        cur.string()  # table access method
         if version >= _VERSION_WITH_RELKIND:
             cur.integer()  # relkind
-        cur.string()  # owner
+        owner = cur.text()
         cur.string()  # "with oids", always "false" since PostgreSQL 12
         while cur.string() is not None:  # dependencies, ended by NULL
             pass
@@ -280,7 +383,22 @@ def _parse_entries(cur: _Cursor, version: tuple[int, int, int]) -> tuple[TocEntr
                 f"TOC entry {dump_id} with offset flag {state} (data dumper {had_dumper})",
                 offset_at,
             )
-        entries.append(TocEntry(dump_id, desc, tag, bool(had_dumper), offset_at, state, position))
+        entries.append(
+            TocEntry(
+                dump_id,
+                desc,
+                tag,
+                bool(had_dumper),
+                offset_at,
+                state,
+                position,
+                owner,
+                None
+                if raw_tablespace is None
+                else raw_tablespace.decode("utf-8", "surrogateescape"),
+                tablespace_at,
+            )
+        )
     return tuple(entries)
 
 
