@@ -137,6 +137,35 @@ def _build_parser() -> argparse.ArgumentParser:
         help="restore only this schema (repeatable)",
     )
     p.add_argument("--no-privileges", action="store_true", help="do not restore GRANTs")
+    p.add_argument(
+        "--no-roles",
+        action="store_true",
+        help="do not create the roles the target lacks from the backup's globals",
+    )
+    p.add_argument(
+        "--tablespace-map",
+        action="append",
+        default=[],
+        type=_tablespace_pair,
+        metavar="OLD=NEW",
+        help="create the objects of tablespace OLD in NEW (repeatable; custom archives)",
+    )
+    p.add_argument(
+        "--no-tablespaces",
+        action="store_true",
+        help="create every object in the target's default tablespace",
+    )
+    p.add_argument(
+        "--subscriptions",
+        action="store_true",
+        help="also restore logical replication subscriptions (disabled, not connected)",
+    )
+    p.add_argument(
+        "--locale",
+        metavar="NAME",
+        help="create the database with this libc locale instead of the source's "
+        "(keeps the source's encoding)",
+    )
     p.add_argument("--dsn", help="server to restore to (default: the config's source server)")
     p.add_argument("--jobs", type=int, default=1, help="parallel restore jobs (default 1)")
     p.add_argument("--drop-existing", action="store_true", help="replace an existing database")
@@ -177,6 +206,13 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tablespace_pair(text: str) -> tuple[str, str]:
+    old, eq, new = text.partition("=")
+    if not eq or not old or not new:
+        raise argparse.ArgumentTypeError(f"--tablespace-map {text!r}: use OLD=NEW")
+    return old, new
+
+
 def _timestamp(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text.strip().replace(" ", "T"))
@@ -211,11 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return handler(args)
-    except Terminated:
-        print("pgvault: terminated (SIGTERM); nothing was left half-written", file=sys.stderr)
+    except Terminated as exc:
+        print(f"pgvault: terminated (SIGTERM); {_left_behind(exc)}", file=sys.stderr)
         return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        print("pgvault: interrupted; nothing was left half-written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"pgvault: interrupted; {_left_behind(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Aborted as exc:
         print(f"pgvault: {exc}", file=sys.stderr)
@@ -233,6 +269,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _left_behind(exc: BaseException) -> str:
+    """What an interrupted command left: the state a restore noted on its way out (a replaced
+    database's safety backup and the command that brings it back), else the default, true
+    for every other command: partial backups are removed, new databases dropped."""
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        return " ".join(str(n) for n in notes)
+    return "nothing was left half-written"
 
 
 def _report(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
@@ -502,6 +548,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             role=args.role,
             tables=tuple(args.table),
             schemas=tuple(args.schema),
+            create_roles=not args.no_roles,
+            tablespace_map=dict(args.tablespace_map),
+            no_tablespaces=args.no_tablespaces,
+            subscriptions=args.subscriptions,
+            locale=args.locale,
             work_dir=args.work_dir,
             identities=tuple(args.identity),
             progress=progress,
@@ -511,6 +562,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             progress.close()
     if result.safety_backup_id:
         print(f"safety backup of the replaced database: {result.safety_backup_id}")
+    if result.created_roles:
+        print(f"created role(s) the target lacked: {', '.join(result.created_roles)}")
+    for note in result.notes:
+        print(f"pgvault: warning: {note}", file=sys.stderr)
     print(f"restored {result.backup_id} into {result.target}")
     if result.validation is not None:
         tables = result.validation.tables

@@ -72,7 +72,8 @@ class PostgresCluster:
     """One throwaway cluster. ``start()``, ``stop()``, ``destroy()``; connect with :meth:`dsn`.
 
     ``settings`` are appended to postgresql.conf (values as PostgreSQL expects them, quoted where
-    needed).
+    needed). ``environment`` is added to the server's environment (``LOCPATH`` for locales of
+    its own, say).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class PostgresCluster:
         settings: Mapping[str, str] | None = None,
         bindir: Path | None = None,
         base_dir: Path | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.bindir = bindir or server_bindir()
         self.port = free_port()
@@ -89,6 +91,7 @@ class PostgresCluster:
         self.socket_dir = self.base / "run"
         self.log = self.base / "server.log"
         self.settings = dict(settings or {})
+        self.environment = dict(environment or {})
         self._init()
 
     @property
@@ -136,7 +139,11 @@ class PostgresCluster:
 
     def _run(self, argv: list[str]) -> None:
         result = subprocess.run(
-            [*_as_postgres(), *argv], capture_output=True, text=True, cwd=self.base
+            [*_as_postgres(), *argv],
+            capture_output=True,
+            text=True,
+            cwd=self.base,
+            env={**os.environ, **self.environment},
         )
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
