@@ -262,10 +262,10 @@ def restore_database(
     )
     plan = check_target(manifest, target, opts, globals_)
     steps = _Steps(config, manifest, target, plugin_manager)
-    steps.fire("checked")
     created = Created()
     notes = list(plan.notes)
     try:
+        steps.fire("checked")
         if plan.exists:
             steps.safety_id = _safety_backup(config, manifest, target, settings)
             steps.fire("safety_backup")
@@ -363,7 +363,7 @@ def _failure_message(
     roles = f" (and the roles it had created: {', '.join(created.roles)})" if created.roles else ""
     if steps.safety_id is not None and steps.dropped:
         cause = (
-            "was interrupted"
+            "was interrupted after the old database was dropped"
             if interrupted
             else f"failed after the old database was dropped: {exc}"
         )
