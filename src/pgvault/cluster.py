@@ -185,8 +185,9 @@ class PostgresCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
-        """An autocommit connection to ``dbname``."""
-        return psycopg.connect(self.dsn(dbname), autocommit=True)
+        """An autocommit connection to ``dbname`` (client encoding UTF8, so that a SQL_ASCII
+        database reads as text rather than bytes)."""
+        return psycopg.connect(self.dsn(dbname), autocommit=True, client_encoding="UTF8")
 
     def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
         """Run ``sql`` and return its rows (empty for statements without result)."""
