@@ -28,7 +28,6 @@ from typing import Any
 import attrs
 import pytest
 
-from pgvault.restore_target import DatabaseTarget, drop_database
 from pgvault.testing import PostgresCluster
 
 HC_DB = "hard_corners"
@@ -194,8 +193,21 @@ def create_tablespace(cluster: PostgresCluster, name: str) -> Path:
 
 
 def drop_restored(cluster: PostgresCluster, name: str) -> None:
-    """Drop database ``name`` as pgvault would (its subscriptions detached first)."""
-    drop_database(DatabaseTarget(cluster.dsn(), name))
+    """Drop database ``name``, its subscriptions detached from their slots first (by hand, not
+    with pgvault's code, which the tests judge)."""
+    if name not in cluster.databases():
+        return
+    for (sub,) in cluster.execute(
+        "SELECT quote_ident(subname) FROM pg_subscription s JOIN pg_database d "
+        "ON d.oid = s.subdbid WHERE d.datname = current_database()",
+        name,
+    ):
+        cluster.execute(
+            f"ALTER SUBSCRIPTION {sub} DISABLE; ALTER SUBSCRIPTION {sub} SET (slot_name = NONE);"
+            f"DROP SUBSCRIPTION {sub}",
+            name,
+        )
+    cluster.drop_database(name)
 
 
 @attrs.frozen
