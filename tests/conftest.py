@@ -14,6 +14,9 @@ import pytest
 import pgvault
 from pgvault.testing import PostgresCluster
 
+# The hard-corners database (tests/hard_corners.py), for every test module that asks for it.
+from tests.hard_corners import hard_corners_db  # noqa: F401
+
 RICH_SCHEMA = r'''
 CREATE SCHEMA sales;
 CREATE TABLE public.users (

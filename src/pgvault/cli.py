@@ -141,6 +141,35 @@ def _build_parser() -> argparse.ArgumentParser:
         help="restore only this schema, whole (repeatable; adds up with --table)",
     )
     p.add_argument("--no-privileges", action="store_true", help="do not restore GRANTs")
+    p.add_argument(
+        "--no-roles",
+        action="store_true",
+        help="do not create the roles the target lacks from the backup's globals",
+    )
+    p.add_argument(
+        "--tablespace-map",
+        action="append",
+        default=[],
+        type=_tablespace_pair,
+        metavar="OLD=NEW",
+        help="create the objects of tablespace OLD in NEW (repeatable; custom archives)",
+    )
+    p.add_argument(
+        "--no-tablespaces",
+        action="store_true",
+        help="create every object in the target's default tablespace",
+    )
+    p.add_argument(
+        "--subscriptions",
+        action="store_true",
+        help="also restore logical replication subscriptions (disabled, not connected)",
+    )
+    p.add_argument(
+        "--locale",
+        metavar="NAME",
+        help="create the database with this libc locale instead of the source's "
+        "(keeps the source's encoding)",
+    )
     p.add_argument("--dsn", help="server to restore to (default: the config's source server)")
     p.add_argument("--jobs", type=int, default=1, help="parallel restore jobs (default 1)")
     p.add_argument("--drop-existing", action="store_true", help="replace an existing database")
@@ -184,6 +213,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="file to create")
     p.add_argument("--x25519", action="store_true", help="make an X25519 key pair for recipients")
     return parser
+
+
+def _tablespace_pair(text: str) -> tuple[str, str]:
+    old, eq, new = text.partition("=")
+    if not eq or not old or not new:
+        raise argparse.ArgumentTypeError(f"--tablespace-map {text!r}: use OLD=NEW")
+    return old, new
 
 
 def _timestamp(text: str) -> datetime:
@@ -233,11 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_BROKEN_PIPE
-    except Terminated:
-        print("pgvault: terminated (SIGTERM); nothing was left half-written", file=sys.stderr)
+    except Terminated as exc:
+        print(f"pgvault: terminated (SIGTERM); {_left_behind(exc)}", file=sys.stderr)
         return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        print("pgvault: interrupted; nothing was left half-written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"pgvault: interrupted; {_left_behind(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Aborted as exc:
         print(f"pgvault: {exc}", file=sys.stderr)
@@ -265,6 +301,16 @@ def _stdout_closed() -> bool:
         return any(events & select.POLLERR for _, events in poller.poll(0))
     except (OSError, ValueError, AttributeError):
         return True  # no usable stdout at all: nothing left to tell it
+
+
+def _left_behind(exc: BaseException) -> str:
+    """What an interrupted command left: the state a restore noted on its way out (a replaced
+    database's safety backup and the command that brings it back), else the default, true
+    for every other command: partial backups are removed, new databases dropped."""
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        return " ".join(str(n) for n in notes)
+    return "nothing was left half-written"
 
 
 def _report(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
@@ -599,6 +645,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             role=args.role,
             tables=tuple(args.table),
             schemas=tuple(args.schema),
+            create_roles=not args.no_roles,
+            tablespace_map=dict(args.tablespace_map),
+            no_tablespaces=args.no_tablespaces,
+            subscriptions=args.subscriptions,
+            locale=args.locale,
             work_dir=args.work_dir,
             identities=tuple(args.identity),
             allow_outside_symlinks=args.allow_outside_symlinks,
@@ -609,6 +660,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             progress.close()
     if result.safety_backup_id:
         print(f"safety backup of the replaced database: {result.safety_backup_id}")
+    if result.created_roles:
+        print(f"created role(s) the target lacked: {', '.join(result.created_roles)}")
+    for note in result.notes:
+        print(f"pgvault: warning: {note}", file=sys.stderr)
     print(f"restored {result.backup_id} into {result.target}")
     if result.validation is not None:
         tables = result.validation.tables

@@ -72,7 +72,8 @@ class PostgresCluster:
     """One throwaway cluster. ``start()``, ``stop()``, ``destroy()``; connect with :meth:`dsn`.
 
     ``settings`` are appended to postgresql.conf (values as PostgreSQL expects them, quoted where
-    needed).
+    needed). ``environment`` is added to the server's environment (``LOCPATH`` for locales of
+    its own, say).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class PostgresCluster:
         settings: Mapping[str, str] | None = None,
         bindir: Path | None = None,
         base_dir: Path | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.bindir = bindir or server_bindir()
         self.port = free_port()
@@ -89,6 +91,7 @@ class PostgresCluster:
         self.socket_dir = self.base / "run"
         self.log = self.base / "server.log"
         self.settings = dict(settings or {})
+        self.environment = dict(environment or {})
         self._init()
 
     @property
@@ -136,7 +139,11 @@ class PostgresCluster:
 
     def _run(self, argv: list[str]) -> None:
         result = subprocess.run(
-            [*_as_postgres(), *argv], capture_output=True, text=True, cwd=self.base
+            [*_as_postgres(), *argv],
+            capture_output=True,
+            text=True,
+            cwd=self.base,
+            env={**os.environ, **self.environment},
         )
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
@@ -178,8 +185,9 @@ class PostgresCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
-        """An autocommit connection to ``dbname``."""
-        return psycopg.connect(self.dsn(dbname), autocommit=True)
+        """An autocommit connection to ``dbname`` (client encoding UTF8, so that a SQL_ASCII
+        database reads as text rather than bytes)."""
+        return psycopg.connect(self.dsn(dbname), autocommit=True, client_encoding="UTF8")
 
     def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
         """Run ``sql`` and return its rows (empty for statements without result)."""

@@ -23,17 +23,13 @@ import attrs
 import pluggy
 import psycopg
 
+from pgvault.cluster_globals import GLOBALS_ROLE
 from pgvault.exceptions import PgVaultError, RestoreError
 from pgvault.manifest import Manifest, utc_now
 from pgvault.plugin.manager import call_hook
 from pgvault.postgres import connect, describe_dsn
-from pgvault.restore import (
-    DatabaseTarget,
-    RestoreSettings,
-    ValidationReport,
-    drop_database_quietly,
-    restore_database,
-)
+from pgvault.restore import RestoreSettings, ValidationReport, restore_database
+from pgvault.restore_target import DatabaseTarget, drop_database_quietly
 from pgvault.sources.pg_dump import server_major
 from pgvault.transforms.api import DecodeContext
 from pgvault.vault import Vault
@@ -80,7 +76,8 @@ class DrillSettings:
 
     ``server``: ``"source"`` restores into a temporary database on the source's server (or on
     ``dsn`` if given); ``"ephemeral"`` into a throwaway cluster made with initdb on this machine
-    (roles and privileges are then not restored). ``check``: the ``[[drill.check]]`` list.
+    (the backup's roles are created there from its globals; objects go to the default
+    tablespace). ``check``: the ``[[drill.check]]`` list.
     """
 
     server: Literal["source", "ephemeral"] = "source"
@@ -214,14 +211,24 @@ def drill(
     try:
         with _drill_target(config, settings, manifest, drill_id) as (target, ephemeral):
             server_text = "ephemeral cluster" if ephemeral else describe_dsn(target.dsn)
+            # A bare cluster is the disaster a drill rehearses: the roles come from the
+            # backup's globals, so owners and privileges are restored as on a new server.
+            # Only a backup without globals (taken before pgvault stored them) needs both
+            # left out there. The cluster has none of the source's tablespaces: objects go to
+            # the default one. Subscriptions are never restored: a drill must not connect to
+            # a publisher, nor hold the live subscriber's slot name.
+            bare = ephemeral and not any(a.role == GLOBALS_ROLE for a in manifest.artifacts)
             result = restore_database(
                 config,
                 manifest,
                 target,
-                no_owner=ephemeral,
-                no_privileges=ephemeral,
+                no_owner=bare,
+                no_privileges=bare,
+                no_tablespaces=ephemeral and manifest.source.get("format") != "plain",
+                subscriptions=False,
                 settings=getattr(config, "restore", None) or RestoreSettings(),
                 context=context,
+                plugin_manager=plugin_manager,
             )
             validation = result.validation
             with connect(target.dsn, dbname=target.name) as conn:
@@ -285,4 +292,5 @@ def _drill_target(
     try:
         yield target, False
     finally:
-        drop_database_quietly(target)
+        restore_settings = getattr(config, "restore", None) or RestoreSettings()
+        drop_database_quietly(target, restore_settings.maintenance_db)

@@ -109,6 +109,11 @@ class TocEntry:
     pg_dump records dependencies on objects it did not dump)."""
     definition: str = ""
     """The SQL pg_restore runs for the entry (``CREATE TABLE …``)."""
+    tablespace: str | None = None
+    """The tablespace pg_restore sets (``SET default_tablespace``) before the object: ``None``
+    for objects that have none, ``""`` for the database's default."""
+    tablespace_at: int = -1
+    """Where the entry's tablespace string field starts in the archive (custom format)."""
 
 
 @attrs.frozen
@@ -322,10 +327,59 @@ def _decoded(toc: ArchiveToc) -> ArchiveToc:
             namespace=text(e.namespace),
             owner=text(e.owner),
             definition=text(e.definition),
+            tablespace=None if e.tablespace is None else text(e.tablespace),
         )
         for e in toc.entries
     )
     return attrs.evolve(toc, entries=entries, encoding=encoding)
+
+
+def tablespaces_in(toc: ArchiveToc) -> set[str]:
+    """The tablespaces an archive's objects are created in (``""``, the database's default,
+    left out)."""
+    return {e.tablespace for e in toc.entries if e.tablespace}
+
+
+def map_tablespaces(
+    chunks: Iterable[bytes], mapping: Mapping[str, str], *, where: str = "archive"
+) -> Iterator[bytes]:
+    """``chunks`` of a custom-format archive with each object's tablespace renamed by
+    ``mapping`` (old name to new), so that pg_restore creates the objects of tablespace OLD in
+    NEW: it sets ``default_tablespace`` from that field of the TOC, and from nothing else.
+
+    The TOC changes length, so data positions already set (an archive pg_dump wrote to a file)
+    move by the same amount; a piped dump's positions are not set and stay so. Only the TOC is
+    held in memory: the rest of ``chunks`` passes through as it comes.
+    """
+    rest = iter(chunks)
+    cur = _StreamCursor(rest)
+    toc = _parse_stream(cur, where, _FORMAT_CUSTOM)
+    head = cur.buf
+    codec = python_codec(toc.encoding)
+    edits: list[tuple[int, int, bytes]] = []  # (start, length replaced, new bytes)
+    for entry in toc.entries:
+        new = mapping.get(entry.tablespace or "")
+        if entry.tablespace and new is not None and new != entry.tablespace:
+            _sign, old_size = _INT.unpack_from(head, entry.tablespace_at)
+            encoded = new.encode(codec, "surrogateescape")
+            edits.append(
+                (entry.tablespace_at, _INT.size + old_size, _INT.pack(0, len(encoded)) + encoded)
+            )
+    delta = sum(len(replacement) - old for _, old, replacement in edits)
+    if delta:
+        for entry in toc.entries:
+            if entry.offset_state == OFFSET_SET:
+                moved = bytes([OFFSET_SET]) + (entry.position + delta).to_bytes(_OFF_SIZE, "little")
+                edits.append((entry.offset_at, 1 + _OFF_SIZE, moved))
+    out = bytearray()
+    pos = 0
+    for start, old_len, replacement in sorted(edits):
+        out += head[pos:start]
+        out += replacement
+        pos = start + old_len
+    out += head[pos:]
+    yield bytes(out)
+    yield from rest
 
 
 def fill_data_offsets(path: Path) -> bool:
@@ -439,7 +493,8 @@ def _parse_entries(cur: _Cursor, version: tuple[int, int, int], fmt: int) -> tup
         cur.string()  # drop statement
         cur.string()  # copy statement
         namespace = _latin1(cur.string())
-        cur.string()  # tablespace
+        tablespace_at = cur.pos
+        raw_tablespace = cur.string()
         cur.string()  # table access method
         if version >= _VERSION_WITH_RELKIND:
             cur.integer()  # relkind
@@ -479,6 +534,8 @@ def _parse_entries(cur: _Cursor, version: tuple[int, int, int], fmt: int) -> tup
                 owner=owner,
                 dependencies=tuple(deps),
                 definition=definition,
+                tablespace=None if raw_tablespace is None else _latin1(raw_tablespace),
+                tablespace_at=tablespace_at,
             )
         )
     return tuple(entries)

@@ -69,8 +69,18 @@ def conninfo_problem(exc: BaseException) -> str:
 
 
 def connect(dsn: str, **overrides: str) -> psycopg.Connection[tuple[object, ...]]:
-    """An autocommit connection to ``dsn`` (with ``overrides`` such as ``dbname``)."""
-    kwargs: dict[str, str] = {"application_name": APPLICATION_NAME, **overrides}
+    """An autocommit connection to ``dsn`` (with ``overrides`` such as ``dbname``).
+
+    The client encoding is always UTF8: on a ``SQL_ASCII`` database psycopg would otherwise
+    return every text value as bytes (a snapshot id ``b'00000003-…'``, names as ``b'public'``).
+    The server converts from every other encoding; from SQL_ASCII it passes bytes through, which
+    suits names (pgvault's queries read names and counts, never table data).
+    """
+    kwargs: dict[str, str] = {
+        "application_name": APPLICATION_NAME,
+        "client_encoding": "UTF8",
+        **overrides,
+    }
     try:
         return psycopg.connect(dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]
     except psycopg.ProgrammingError as exc:

@@ -13,24 +13,27 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import attrs
+import pluggy
 import psycopg
 
+from pgvault.cluster_globals import GLOBALS_ROLE, Globals, decode_globals
 from pgvault.exceptions import ArchiveFormatError, PgVaultError, RestoreError
 from pgvault.manifest import Manifest
-from pgvault.pg_archive import ArchiveToc, fill_data_offsets, read_toc_stream
+from pgvault.pg_archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
+from pgvault.plugin.manager import call_hook
 from pgvault.postgres import (
     _first_line,
     connect,
-    describe_dsn,
     exit_description,
     find_binary,
     pipe_into,
@@ -38,6 +41,21 @@ from pgvault.postgres import (
     split_dsn,
 )
 from pgvault.restore_selection import RestorePlan, display_name, plan_restore
+from pgvault.restore_target import (
+    Created,
+    DatabaseTarget,
+    TargetOptions,
+    TargetPlan,
+    apply_properties,
+    check_target,
+    connect_server,
+    create_target,
+    detach_subscriptions,
+    drop_database,
+    drop_database_quietly,
+    drop_roles,
+    shielded,
+)
 from pgvault.sources.pg_dump import schema_selected, server_major
 from pgvault.transforms.api import DecodeContext
 from pgvault.untar import TarExtractor
@@ -46,6 +64,21 @@ from pgvault.vault import Vault, raise_if_damaged
 if TYPE_CHECKING:
     from pgvault.config import PipelineConfig
     from pgvault.pipeline import Progress
+
+__all__ = [
+    "DatabaseTarget",
+    "RestoreResult",
+    "RestoreSettings",
+    "TableCheck",
+    "ValidationReport",
+    "database_exists",
+    "drop_database_quietly",
+    "list_archive",
+    "restore",
+    "restore_database",
+    "restore_files",
+    "validate_database",
+]
 
 log = logging.getLogger("pgvault.restore")
 
@@ -62,6 +95,11 @@ class RestoreResult:
     """Id of the safety backup taken before replacing an existing database."""
     validation: ValidationReport | None = None
     """Tables compared with the manifest (database restores)."""
+    created_roles: tuple[str, ...] = ()
+    """Roles the target server lacked and the restore created from the backup's globals."""
+    notes: tuple[str, ...] = ()
+    """What was left out or refused (a setting of a missing role, subscriptions not restored,
+    a replication slot left on a publisher), one line each."""
     warnings: tuple[str, ...] = ()
     """What the restore could not bring back, by name: materialized views left without their
     data, objects a partial restore left out because they need tables it does not include."""
@@ -81,12 +119,15 @@ class RestoreSettings:
     at backup time and its rows after restore (estimates can be stale; exact counts from
     ``count_tables`` must match exactly). ``safety_keep`` is how long retention keeps the safety
     backup taken before ``--drop-existing``. ``work_dir`` holds the temporary file of a parallel
-    restore.
+    restore. ``maintenance_db`` is the database pgvault connects to on the target server to
+    create and drop databases (default: the DSN's own, unless it is the target, else
+    ``postgres``, else ``template1``).
     """
 
     estimate_tolerance: float = attrs.field(default=0.5, validator=attrs.validators.ge(0.0))
     safety_keep: str = attrs.field(default="7d", validator=_duration_text)
     work_dir: Path | None = None
+    maintenance_db: str | None = None
 
 
 ESTIMATE_SLACK_ROWS = 1000
@@ -132,26 +173,10 @@ class ValidationReport:
         return "; ".join(f"{t.qualified}: {t.reason}" for t in self.failures)
 
 
-@attrs.frozen
-class DatabaseTarget:
-    """Where a database restore goes: the server (``dsn``) and the new database's name."""
-
-    dsn: str
-    name: str
-
-    @property
-    def conninfo(self) -> tuple[str, dict[str, str]]:
-        """Password-free conninfo for the target database, and the child environment."""
-        return split_dsn(self.dsn, dbname=self.name)
-
-    def describe(self) -> str:
-        """``user@host:port/name`` for messages."""
-        return describe_dsn(self.dsn, dbname=self.name)
-
-
-def database_exists(target: DatabaseTarget) -> bool:
+def database_exists(target: DatabaseTarget, maintenance_db: str | None = None) -> bool:
     """Whether ``target.name`` exists on the target server."""
-    with connect(target.dsn) as conn:
+    conn, _ = connect_server(target, maintenance_db)
+    with conn:
         row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [target.name]).fetchone()
         return row is not None
 
@@ -168,25 +193,40 @@ def restore_database(
     role: str | None = None,
     tables: tuple[str, ...] = (),
     schemas: tuple[str, ...] = (),
+    create_roles: bool = True,
+    tablespace_map: Mapping[str, str] | None = None,
+    no_tablespaces: bool = False,
+    subscriptions: bool = False,
+    locale: str | None = None,
     settings: RestoreSettings | None = None,
     context: DecodeContext | None = None,
     progress: Progress | None = None,
+    plugin_manager: pluggy.PluginManager | None = None,
 ) -> RestoreResult:
     """Restore pg_dump backup ``manifest`` into database ``target``, then validate it.
 
-    The database must not exist unless ``drop_existing`` is set; then a safety backup of it is
-    stored in the vault first (kind ``safety``), other sessions are terminated, and it is dropped
-    and recreated. ``tables``/``schemas`` restore only those tables and schemas, with what they
-    need and what belongs to them (see :mod:`pgvault.restore_selection`); a selection that
-    matches nothing is refused before the target is touched. After the restore, every table the
-    manifest lists (or every table selected) must be present with the recorded row counts
-    (exactly where counted, within ``estimate_tolerance`` otherwise).
+    Everything that can be checked is checked before the first side effect (see
+    :mod:`pgvault.restore_target`). The database must not exist unless ``drop_existing`` is
+    set; then a safety backup of it is stored in the vault first (kind ``safety``), and it is
+    dropped. The new database gets the source's encoding, locale and provider (libc
+    ``locale`` instead, keeping the encoding, if given); roles the target lacks are created
+    from the backup's globals (unless ``create_roles`` is false), never altering existing ones;
+    objects go to the tablespaces of ``tablespace_map`` (old name to new) or, with
+    ``no_tablespaces``, to the default. Subscriptions are left out unless ``subscriptions``
+    (then restored as pg_dump writes them: disabled, not connected). ``tables``/``schemas``
+    restore only those tables and schemas, with what they need and what belongs to them (see
+    :mod:`pgvault.restore_selection`); a selection that matches nothing is refused before the
+    target is touched. After the restore, every table the manifest lists (or every table
+    selected) must be present with the recorded row counts (exactly where counted, within
+    ``estimate_tolerance`` otherwise); then the database's own properties (comment, ACL,
+    settings, connection limit) are applied.
 
     Materialized views are refreshed by pgvault after pg_restore, with row security on: one
     whose refresh fails is left without data and named in the result's ``warnings``.
 
     Raises :class:`RestoreError` (or the integrity/transform error that stopped the restore) with
-    a message that says what the target now holds.
+    a message that says what the target now holds; an interrupt (Ctrl-C, SIGTERM) propagates
+    with that message as a note (``exc.__notes__``).
     """
     if manifest.source_type != "pg_dump":
         raise RestoreError(
@@ -206,7 +246,23 @@ def restore_database(
             "(--table/--schema) would leave nothing in it but the selection; restore the "
             "selection into a new database and copy from there"
         )
+    mapping = dict(tablespace_map or {})
+    if mapping and no_tablespaces:
+        raise RestoreError("give --tablespace-map or --no-tablespaces, not both")
+    if mapping and fmt != "custom":
+        raise RestoreError(
+            f"backup {manifest.backup_id} is a {fmt} dump: --tablespace-map needs a custom "
+            "archive; create the tablespace on the target"
+            + (", or use --no-tablespaces" if fmt == "tar" else "")
+        )
+    if no_tablespaces and fmt == "plain":
+        raise RestoreError(
+            f"backup {manifest.backup_id} is a plain SQL dump: --no-tablespaces needs a custom "
+            "or tar archive; create the tablespace on the target"
+        )
     settings = settings or getattr(config, "restore", None) or RestoreSettings()
+    # The target's address is the user's input: a malformed one is refused before any reading.
+    split_dsn(target.dsn)
     vault = Vault.from_config(config)
     context = context or DecodeContext(configured=config.transforms)
     # Keys and formats are checked before the target is touched: a missing key writes nothing.
@@ -223,22 +279,50 @@ def restore_database(
                 f"restore of {manifest.backup_id} into {target.name!r} did not start, nothing "
                 f"was changed: {exc}"
             ) from exc
-    exists = database_exists(target)
-    safety_id: str | None = None
-    if exists and not drop_existing:
-        raise RestoreError(
-            f"database {target.name!r} already exists on {describe_dsn(target.dsn)}; restore into "
-            "a new name, or replace it with --drop-existing (a safety backup is taken first)"
-        )
-    if exists:
-        safety_id = _safety_backup(config, manifest, target, settings)
-        _drop(target)
-    _create(target)
+    globals_ = _read_globals(vault, manifest, context)
+    _check_work_space(manifest, jobs, settings.work_dir, fmt)
+    opts = TargetOptions(
+        drop_existing=drop_existing,
+        no_owner=no_owner,
+        no_privileges=no_privileges,
+        role=role,
+        create_roles=create_roles,
+        tablespace_map=mapping,
+        no_tablespaces=no_tablespaces,
+        locale=locale,
+        maintenance_db=settings.maintenance_db,
+    )
+    plan = check_target(manifest, target, opts, globals_)
+    steps = _Steps(config, manifest, target, plugin_manager)
+    created = Created()
+    notes = list(plan.notes)
     warnings: list[str] = []
     try:
+        steps.fire("checked")
+        if plan.exists:
+            steps.safety_id = _safety_backup(config, manifest, target, settings)
+            steps.fire("safety_backup")
+            notes += drop_database(target, plan.maintenance_db)
+            steps.dropped = True
+            steps.fire("dropped")
+        create_target(plan, opts, created)
+        steps.fire("created")
         _prepare_new_database(manifest, target, plans)
-        options = _Options(jobs, no_owner, no_privileges, role, settings.work_dir, plans)
-        _restore_archives(vault, manifest, target, options, context, progress)
+        options = _Options(
+            jobs,
+            no_owner,
+            no_privileges,
+            role,
+            settings.work_dir,
+            plans,
+            mapping,
+            no_tablespaces,
+            subscriptions,
+        )
+        _restore_archives(
+            vault, manifest, target, options, context, progress, lambda: steps.fire("loading")
+        )
+        notes += _subscriptions_left_out(manifest, target, fmt, subscriptions)
         if plans is not None:
             warnings += plans.main.left_out
             warnings += _refresh_materialized_views(target, plans.main, role)
@@ -251,24 +335,153 @@ def restore_database(
                 f"restored database does not match backup {manifest.backup_id}: "
                 f"{report.describe_failures()}"
             )
+        steps.fire("validated")
+        notes += apply_properties(plan, no_owner=no_owner, no_privileges=no_privileges)
     except BaseException as exc:
-        if safety_id is not None:
-            raise RestoreError(
-                f"restore of {manifest.backup_id} into {target.name!r} failed after the old "
-                f"database was dropped: {exc}. The old database is in safety backup {safety_id}: "
-                f"pgvault restore {config.where()} {safety_id} --target-db {target.name} "
-                "--drop-existing"
-            ) from exc
-        drop_database_quietly(target)
-        if isinstance(exc, PgVaultError):
-            raise RestoreError(
-                f"restore of {manifest.backup_id} into {target.name!r} failed, and the new "
-                f"database was removed: {exc}"
-            ) from exc
+        with shielded(swallow=True):
+            if created.database:
+                drop_database_quietly(target, plan.maintenance_db)
+            drop_roles(target, created.roles, plan.maintenance_db)
+        message = _failure_message(config, manifest, target, plan, steps, created, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            exc.add_note(message)
+            raise
+        if steps.safety_id is not None or isinstance(exc, PgVaultError):
+            raise RestoreError(message) from exc
         raise
+    if created.roles:
+        log.info("restore of %s created role(s): %s", manifest.backup_id, ", ".join(created.roles))
     return RestoreResult(
-        manifest.backup_id, target.describe(), manifest.raw_size, safety_id, report, tuple(warnings)
+        manifest.backup_id,
+        target.describe(),
+        manifest.raw_size,
+        steps.safety_id,
+        report,
+        tuple(created.roles),
+        tuple(notes),
+        tuple(warnings),
     )
+
+
+@attrs.define
+class _Steps:
+    """Where a restore has got to: fires ``pgvault_restore_step`` and remembers what the
+    failure message must say."""
+
+    config: PipelineConfig
+    manifest: Manifest
+    target: DatabaseTarget
+    pm: pluggy.PluginManager | None
+    safety_id: str | None = None
+    dropped: bool = False
+
+    def fire(self, step: str) -> None:
+        call_hook(
+            "pgvault_restore_step",
+            pm=self.pm,
+            config=self.config,
+            backup_id=self.manifest.backup_id,
+            target=self.target.describe(),
+            step=step,
+            safety_backup_id=self.safety_id,
+        )
+
+
+def _failure_message(
+    config: PipelineConfig,
+    manifest: Manifest,
+    target: DatabaseTarget,
+    plan: TargetPlan,
+    steps: _Steps,
+    created: Created,
+    exc: BaseException,
+) -> str:
+    """What the target holds now, and how to get the old database back when it is gone."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    what = f"restore of {manifest.backup_id} into {target.name!r}"
+    roles = f" (and the roles it had created: {', '.join(created.roles)})" if created.roles else ""
+    if steps.safety_id is not None and steps.dropped:
+        cause = (
+            "was interrupted after the old database was dropped"
+            if interrupted
+            else f"failed after the old database was dropped: {exc}"
+        )
+        removed = f" The half-restored database{roles} was removed." if created.database else ""
+        return (
+            f"{what} {cause}.{removed} The old database is in safety backup "
+            f"{steps.safety_id}: {_safety_command(config, target, steps.safety_id, plan)}"
+        )
+    if plan.exists:
+        cause = "was interrupted" if interrupted else f"failed: {exc}"
+        taken = (
+            f" (its safety backup {steps.safety_id} was taken and stays in the vault)"
+            if steps.safety_id
+            else ""
+        )
+        return f"{what} {cause}. Database {target.name!r} was not touched{taken}."
+    if interrupted:
+        return f"{what} was interrupted; the new database{roles} was removed"
+    return f"{what} failed, and the new database{roles} was removed: {exc}"
+
+
+def _safety_command(
+    config: PipelineConfig, target: DatabaseTarget, safety_id: str, plan: TargetPlan
+) -> str:
+    """The exact command that restores the safety backup in place of the target."""
+    argv = ["pgvault", "restore", config.where(), safety_id, "--target-db", target.name]
+    source_dsn = getattr(config.source, "dsn", None)
+    if target.dsn != source_dsn:
+        argv += ["--dsn", _without_password(target.dsn)]
+    if plan.old_subscriptions:
+        argv.append("--subscriptions")
+    argv.append("--drop-existing")
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _without_password(dsn: str) -> str:
+    from psycopg import conninfo as pg_conninfo
+
+    try:
+        params = pg_conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<the --dsn you gave>"
+    params.pop("password", None)
+    return pg_conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def _read_globals(vault: Vault, manifest: Manifest, context: DecodeContext) -> Globals | None:
+    """The backup's globals artifact, parsed; ``None`` for a backup without one."""
+    art = next((a for a in manifest.artifacts if a.role == GLOBALS_ROLE), None)
+    if art is None:
+        return None
+    data = b"".join(vault.decoded(manifest, art.path, context))
+    return decode_globals(data, where=f"backup {manifest.backup_id}: artifact {art.path}")
+
+
+def _subscriptions_left_out(
+    manifest: Manifest, target: DatabaseTarget, fmt: str, subscriptions: bool
+) -> list[str]:
+    if subscriptions:
+        return []
+    if fmt == "plain":  # psql cannot leave them out: detach what the script created
+        names = [name for name, _slot in detach_subscriptions(target)]
+    else:
+        names = [str(n) for n in manifest.source.get("subscriptions") or []]
+    if not names:
+        return []
+    return [
+        f"subscription(s) {', '.join(names)} not restored, so that no copy ever connects to "
+        "a publisher (--subscriptions restores them disabled)"
+    ]
+
+
+def _check_work_space(manifest: Manifest, jobs: int, work_dir: Path | None, fmt: str) -> None:
+    """Fail before any side effect when a parallel restore's work file cannot fit."""
+    if jobs <= 1 or fmt != "custom":
+        return
+    main = next((a for a in manifest.artifacts if a.role == "main"), None)
+    if main is not None:
+        _free_space(work_dir, main.raw_size, manifest)
 
 
 def validate_database(
@@ -404,7 +617,20 @@ def _safety_backup(
     from pgvault.units import parse_duration
 
     conninfo = psycopg.conninfo.make_conninfo(target.dsn, dbname=target.name)
-    safety_config = attrs.evolve(config, source=PgDumpSource(dsn=conninfo))
+    # The pipeline's own choices that make a backup safe to take hold here too: a lock wait
+    # bound (else a session holding a table lock hangs the replace forever), the pg_dump
+    # binary, parallel parts, globals. Its filters do not: the safety backup must hold all
+    # that the drop removes.
+    base = config.source if isinstance(config.source, PgDumpSource) else PgDumpSource()
+    safety_source = PgDumpSource(
+        dsn=conninfo,
+        jobs=base.jobs,
+        pg_dump=base.pg_dump,
+        lock_wait_timeout=base.lock_wait_timeout,
+        globals=base.globals,
+        role_passwords=base.role_passwords,
+    )
+    safety_config = attrs.evolve(config, source=safety_source)
     keep_until = utc_now() + parse_duration(settings.safety_keep)
     log.info("taking a safety backup of %s before replacing it", target.describe())
     try:
@@ -423,35 +649,6 @@ def _safety_backup(
             f"safety backup of {target.name!r} failed, so it was not replaced: {exc}"
         ) from exc
     return safety.backup_id
-
-
-def _drop(target: DatabaseTarget) -> None:
-    with connect(target.dsn) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            [target.name],
-        )
-        try:
-            conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(target.name)} WITH (FORCE)")
-        except psycopg.Error as exc:
-            raise RestoreError(f"cannot drop database {target.name!r}: {exc}") from None
-
-
-def drop_database_quietly(target: DatabaseTarget) -> None:
-    """Drop ``target`` (ending its sessions); a failure is logged, never raised."""
-    try:
-        _drop(target)
-    except (PgVaultError, psycopg.Error) as exc:
-        log.warning("could not remove the half-restored database %s: %s", target.name, exc)
-
-
-def _create(target: DatabaseTarget) -> None:
-    with connect(target.dsn) as conn:
-        try:
-            conn.execute(f"CREATE DATABASE {quote_ident(target.name)} TEMPLATE template0")
-        except psycopg.Error as exc:
-            raise RestoreError(f"cannot create database {target.name!r}: {exc}") from None
 
 
 def _prepare_new_database(manifest: Manifest, target: DatabaseTarget, plans: _Plans | None) -> None:
@@ -572,6 +769,9 @@ class _Options:
     role: str | None
     work_dir: Path | None
     plans: _Plans | None
+    tablespace_map: Mapping[str, str] = attrs.field(factory=dict)
+    no_tablespaces: bool = False
+    subscriptions: bool = False
 
 
 def _restore_archives(
@@ -581,6 +781,7 @@ def _restore_archives(
     opts: _Options,
     context: DecodeContext,
     progress: Progress | None,
+    on_loading: Callable[[], None] | None = None,
 ) -> None:
     fmt = manifest.source.get("format", "custom")
     major = server_major(manifest.source)
@@ -588,11 +789,18 @@ def _restore_archives(
     main = next(a for a in manifest.artifacts if a.role == "main")
     data_parts = [a for a in manifest.artifacts if a.role == "data"]
 
+    pending = [on_loading] if on_loading is not None else []
+
     def stream(path: str) -> Iterator[bytes]:
-        for chunk in vault.decoded(manifest, path, context):
+        chunks: Iterator[bytes] = vault.decoded(manifest, path, context)
+        if opts.tablespace_map and path == main.path:
+            chunks = map_tablespaces(chunks, opts.tablespace_map, where=f"artifact {path}")
+        for chunk in chunks:
             if progress is not None:
                 progress.advance(raw=len(chunk))
             yield chunk
+            if pending:  # the first bytes have reached the tool: the load is under way
+                pending.pop()()
 
     if fmt == "plain":
         psql = find_binary("psql", server_major=major)
@@ -610,6 +818,10 @@ def _restore_archives(
         base.append("--no-privileges")
     if opts.role:
         base.append(f"--role={opts.role}")
+    if opts.no_tablespaces:
+        base.append("--no-tablespaces")
+    if not opts.subscriptions:
+        base.append("--no-subscriptions")
     with tempfile.TemporaryDirectory(prefix="pgvault-lists-", dir=opts.work_dir) as lists:
         plans = opts.plans
         main_list = plans.main_list() if plans is not None else None
@@ -696,6 +908,14 @@ def list_archive(
     pg_restore = find_binary("pg_restore", server_major=server_major(manifest.source))
     out: list[str] = []
     for art in manifest.artifacts:
+        if art.role == GLOBALS_ROLE:
+            data = b"".join(vault.decoded(manifest, art.path, context))
+            found = decode_globals(data, where=f"artifact {art.path}")
+            out.append(
+                f";\n; artifact {art.path} ({art.role}): roles {', '.join(found.roles) or '-'}; "
+                f"tablespaces {', '.join(found.tablespaces) or '-'}\n"
+            )
+            continue
         chunks = vault.decoded(manifest, art.path, context)
         rc, text, err = pipe_into([pg_restore, "--list"], chunks, {}, keep_stdout=True)
         chunks.close()  # the TOC is at the start; the rest need not be decoded
@@ -744,14 +964,7 @@ def _run_tool(argv: list[str], chunks: Iterator[bytes], env: dict[str, str]) -> 
 def _work_file(
     work_dir: Path | None, size: int, manifest: Manifest
 ) -> Iterator[tuple[IO[bytes], Path]]:
-    folder = work_dir or Path(tempfile.gettempdir())
-    free = shutil.disk_usage(folder).free
-    needed = int(size * 1.05) + (64 << 20)
-    if free < needed:
-        raise RestoreError(
-            f"--work-dir {folder} has {free >> 20} MiB free; the parallel restore of "
-            f"{manifest.backup_id} needs about {needed >> 20} MiB"
-        )
+    folder = _free_space(work_dir, size, manifest)
     fd, name = tempfile.mkstemp(prefix="pgvault-restore-", suffix=".pgdump", dir=folder)
     path = Path(name)
     try:
@@ -759,6 +972,22 @@ def _work_file(
             yield handle, path
     finally:
         path.unlink(missing_ok=True)
+
+
+def _free_space(work_dir: Path | None, size: int, manifest: Manifest) -> Path:
+    """The work file's folder, once it is known to have room for ``size`` bytes."""
+    folder = work_dir or Path(tempfile.gettempdir())
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise RestoreError(f"--work-dir {folder}: {exc.strerror or exc}") from None
+    needed = int(size * 1.05) + (64 << 20)
+    if free < needed:
+        raise RestoreError(
+            f"--work-dir {folder} has {free >> 20} MiB free; the parallel restore of "
+            f"{manifest.backup_id} needs about {needed >> 20} MiB"
+        )
+    return folder
 
 
 def _fill_data_offsets(path: Path) -> None:
@@ -896,10 +1125,16 @@ def restore(
     role: str | None = None,
     tables: tuple[str, ...] = (),
     schemas: tuple[str, ...] = (),
+    create_roles: bool = True,
+    tablespace_map: Mapping[str, str] | None = None,
+    no_tablespaces: bool = False,
+    subscriptions: bool = False,
+    locale: str | None = None,
     work_dir: Path | None = None,
     identities: tuple[Path, ...] = (),
     allow_outside_symlinks: bool = False,
     progress: Progress | None = None,
+    plugin_manager: pluggy.PluginManager | None = None,
 ) -> RestoreResult:
     """Restore backup ``ref`` (id, id prefix or ``latest``) of ``config``'s vault.
 
@@ -944,7 +1179,13 @@ def restore(
         role=role,
         tables=tables,
         schemas=schemas,
+        create_roles=create_roles,
+        tablespace_map=tablespace_map,
+        no_tablespaces=no_tablespaces,
+        subscriptions=subscriptions,
+        locale=locale,
         settings=settings,
         context=context,
         progress=progress,
+        plugin_manager=plugin_manager,
     )

@@ -190,3 +190,44 @@ def test_built_in_notifiers_are_entry_point_plugins() -> None:
     names = {name for name, _ in pm.list_name_plugin()}
     assert {"webhook", "healthchecks", "email", "telegram"} <= names
     assert set(notifier_types()) >= {"webhook", "healthchecks", "email", "telegram"}
+
+
+class StepRecorder:
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, str | None]] = []
+
+    @hookimpl
+    def pgvault_restore_step(
+        self, backup_id: str, target: str, step: str, safety_backup_id: str | None
+    ) -> None:
+        self.steps.append((step, safety_backup_id))
+
+
+def test_restore_step_fires_in_order_through_a_replace(
+    pg_cluster: Any, rich_db: str, make_config: ConfigMaker
+) -> None:
+    """restore_step reports each step of a replace in order, with the safety backup's id from
+    the moment it exists."""
+    config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)}))
+    manifest = pgvault.run(config)
+    pg_cluster.drop_database("steps_copy")
+    pg_cluster.create_database("steps_copy")
+    recorder = StepRecorder()
+    result = pgvault.restore(
+        config,
+        manifest.backup_id,
+        target_db="steps_copy",
+        drop_existing=True,
+        plugin_manager=manager(recorder),
+    )
+    safety = result.safety_backup_id
+    assert safety is not None
+    assert recorder.steps == [
+        ("checked", None),
+        ("safety_backup", safety),
+        ("dropped", safety),
+        ("created", safety),
+        ("loading", safety),
+        ("validated", safety),
+    ]
+    pg_cluster.drop_database("steps_copy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -70,7 +71,7 @@ def test_split_dump_round_trips(
     target = f"restored_split_{jobs}"
     manifest = backup_and_restore(pg_cluster, path, rich_db, target, jobs=jobs, work_dir=work)
     roles = sorted(a.role for a in manifest.artifacts)
-    assert roles == ["data", "data", "main"]
+    assert roles == ["data", "data", "globals", "main"]
     assert snapshot_database(pg_cluster, target) == snapshot_database(pg_cluster, rich_db)
     assert list(work.iterdir()) == []
     pg_cluster.drop_database(target)
@@ -104,7 +105,10 @@ def test_manifest_records_the_database(
     }
     assert tables["sales", "orders"]["rows"] == 5000 and tables["sales", "orders"]["exact"]
     assert tables["public", 'Weird "Name"']["exact"] is False
-    assert "password" not in manifest.to_json()
+    assert src["globals"] == {"artifact": "globals.sql", "role_passwords": False}
+    recorded = {k: v for k, v in manifest.to_dict().items() if k != "source"}
+    recorded["source"] = {k: v for k, v in src.items() if k != "globals"}
+    assert "password" not in json.dumps(recorded)
 
 
 def test_schema_and_table_filters(

@@ -76,6 +76,26 @@ def pgvault_drill_failed(config: PipelineConfig, result: DrillResult) -> None:
 
 
 @hookspec
+def pgvault_restore_step(
+    config: PipelineConfig,
+    backup_id: str,
+    target: str,
+    step: str,
+    safety_backup_id: str | None,
+) -> None:
+    """A database restore reached a step; for audit trails and progress reports.
+
+    Fires in order, on the thread that runs the restore: ``checked`` (pre-flight passed;
+    nothing was changed yet), ``safety_backup`` (the database being replaced is safe in the
+    vault as ``safety_backup_id``; replaces only), ``dropped`` (the old database is gone;
+    replaces only), ``created`` (the new database and any missing roles exist), ``loading``
+    (the backup's first bytes reached pg_restore or psql), ``validated`` (tables and row counts
+    match the manifest; the database's own properties follow). ``target`` is
+    ``user@host:port/dbname``. A step that does not come means the restore stopped before it.
+    """
+
+
+@hookspec
 def pgvault_prune_done(config: PipelineConfig, result: PruneResult) -> None:
     """A prune (not a dry run) finished.
 

@@ -17,11 +17,14 @@ import re
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import attrs
 import psycopg
 
+from pgvault.cluster_globals import GLOBALS_END, GLOBALS_ROLE, GLOBALS_STREAM
+from pgvault.database_props import read_database_facts
 from pgvault.exceptions import SourceError
 from pgvault.postgres import (
     _Collector,
@@ -63,7 +66,11 @@ class PgDumpSource(Source):
     (``schema.table``, or ``"*"`` for all) whose rows are counted exactly for restore validation;
     the others record estimates (the planner's and ``n_live_tup``). ``pg_dump`` overrides the
     binary, which by default matches the server's major version. ``lock_wait_timeout`` (e.g.
-    ``"5min"``) makes pg_dump fail instead of waiting forever behind a lock.
+    ``"5min"``) makes pg_dump fail instead of waiting forever behind a lock. ``globals`` also
+    stores the cluster's roles and tablespaces (``pg_dumpall --globals-only``) as artifact
+    ``globals.sql``; ``role_passwords`` includes the roles' password hashes in it (secrets: off
+    by default; a role that cannot read ``pg_authid`` backs up without them, as the manifest
+    then says).
     """
 
     type_name: ClassVar[str] = "pg_dump"
@@ -77,6 +84,8 @@ class PgDumpSource(Source):
     count_tables: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     pg_dump: str | None = None
     lock_wait_timeout: str | None = None
+    globals: bool = True
+    role_passwords: bool = False
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -98,6 +107,13 @@ class PgDumpSource(Source):
     def check_stream(
         cls, metadata: Mapping[str, Any], role: str, chunks: Iterator[bytes]
     ) -> str | None:
+        if role == GLOBALS_ROLE:
+            tail = b""
+            for chunk in chunks:
+                tail = (tail + chunk)[-4096:]
+            if GLOBALS_END not in tail:
+                raise SourceError("globals file does not end with pg_dumpall's completion marker")
+            return "pg_dumpall --globals-only, complete"
         fmt = metadata.get("format")
         if fmt == "plain":
             tail = b""
@@ -265,6 +281,8 @@ class _PgDumpRun(SourceRun):
                     f"source.lock_wait_timeout {src.lock_wait_timeout!r}: {_first_line(str(exc))}"
                 ) from None
 
+        self._globals = self._globals_choice() if src.globals else None
+
         # Hold one snapshot open for the whole run: pg_dump imports it and the counts use it.
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
@@ -289,6 +307,7 @@ class _PgDumpRun(SourceRun):
             ) from None
         lo_row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
         self._large_objects = int(str(lo_row[0])) if lo_row else 0
+        self._database_facts = read_database_facts(conn)
         self._launch()
         # Counting runs beside the dump (same snapshot, so the figures still match it).
         self._count_thread = threading.Thread(
@@ -410,6 +429,32 @@ class _PgDumpRun(SourceRun):
             argv = [*base, "--format=c", "--compress=0", "--section=data"]
             argv += [f"--table={t.pattern}" for t in part]
             self._spawn(f"data-{i:02d}.pgdump", "data", argv, env)
+        if self._globals is not None:
+            argv = [self._dumpall, f"--dbname={conninfo}", "--no-password", "--globals-only"]
+            if not self._globals["role_passwords"]:
+                argv.append("--no-role-passwords")
+            self._spawn(GLOBALS_STREAM, GLOBALS_ROLE, argv, env, binary=self._dumpall)
+
+    def _globals_choice(self) -> dict[str, Any]:
+        """The manifest's ``globals`` record, deciding on passwords before anything runs:
+        reading password hashes needs ``pg_authid``, which only superusers may read, and
+        ``pg_dumpall`` would fail on it mid-backup rather than leave them out."""
+        src, conn = self._source, self._conn
+        self._dumpall = _sibling(self._binary, "pg_dumpall", src.pg_dump, self._server_version_num)
+        choice: dict[str, Any] = {"artifact": GLOBALS_STREAM, "role_passwords": False}
+        if src.role_passwords:
+            try:
+                conn.execute("SELECT 1 FROM pg_authid LIMIT 0")
+                choice["role_passwords"] = True
+            except psycopg.errors.InsufficientPrivilege:
+                choice["role_passwords_note"] = (
+                    "role passwords left out: the backup role cannot read pg_authid"
+                )
+                log.warning(
+                    "source.role_passwords: the backup role cannot read pg_authid; "
+                    "the roles are stored without their passwords"
+                )
+        return choice
 
     def _split(self) -> list[list[_Table]]:
         """Deal the largest tables' data into ``jobs - 1`` parts, balancing bytes across all."""
@@ -423,18 +468,27 @@ class _PgDumpRun(SourceRun):
             loads[i] += table.size
         return [b for b in bins[1:] if b]
 
-    def _spawn(self, name: str, role: str, argv: list[str], env: dict[str, str]) -> None:
+    def _spawn(
+        self,
+        name: str,
+        role: str,
+        argv: list[str],
+        env: dict[str, str],
+        binary: str | None = None,
+    ) -> None:
+        binary = binary or self._binary
         try:
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(env)
             )
         except OSError as exc:
-            raise SourceError(f"cannot run {self._binary}: {exc.strerror}") from None
+            raise SourceError(f"cannot run {binary}: {exc.strerror}") from None
         err = _Collector(proc.stderr)
         self._procs.append((name, proc, err))
-        self._streams.append(SourceStream(name=name, chunks=self._read(proc, err), role=role))
+        chunks = self._read(proc, err, binary)
+        self._streams.append(SourceStream(name=name, chunks=chunks, role=role))
 
-    def _read(self, proc: subprocess.Popen[bytes], err: _Collector) -> Iterator[bytes]:
+    def _read(self, proc: subprocess.Popen[bytes], err: _Collector, binary: str) -> Iterator[bytes]:
         assert proc.stdout is not None
         read = proc.stdout.read
         while True:
@@ -445,9 +499,9 @@ class _PgDumpRun(SourceRun):
         rc = proc.wait()
         stderr = err.text(timeout=10)
         if rc != 0:
-            raise SourceError(exit_description(self._binary, rc, stderr))
+            raise SourceError(exit_description(binary, rc, stderr))
         if stderr.strip():
-            log.warning("pg_dump: %s", stderr.strip())
+            log.warning("%s: %s", Path(binary).name, stderr.strip())
 
     def _count_rows(self) -> None:
         try:
@@ -491,6 +545,8 @@ class _PgDumpRun(SourceRun):
             "exclude_schemas": list(src.exclude_schemas),
             "exclude_tables": list(src.exclude_tables),
             "large_objects": self._large_objects,
+            **self._database_facts,
+            **({"globals": self._globals} if self._globals is not None else {}),
             "tables": [
                 _table_record(
                     t,
@@ -515,6 +571,16 @@ class _PgDumpRun(SourceRun):
         with contextlib.suppress(psycopg.Error):
             self._conn.cancel()  # a count(*) may still be running
         self._conn.close()
+
+
+def _sibling(binary: str, name: str, configured: str | None, version_num: int) -> str:
+    """The client tool ``name`` beside ``binary`` when the user chose the binary (``pg_dump =
+    …``); else found like pg_dump, by the server's major version."""
+    if configured:
+        beside = Path(binary).with_name(name)
+        if beside.is_file():
+            return str(beside)
+    return find_binary(name, server_major=version_num // 10000)
 
 
 def _split_pattern(pattern: str) -> tuple[str | None, str]:
