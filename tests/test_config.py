@@ -241,7 +241,9 @@ def test_a_malformed_dsn_is_refused_without_echoing_the_password(tmp_path: Path)
         capture_output=True,
         text=True,
     )
-    assert restore.returncode == 1
+    # A malformed --dsn is the user's input, refused before any artifact is read: exit 2, as
+    # the same mistake in the config is for run.
+    assert restore.returncode == 2
     assert restore.stderr.startswith(
         "pgvault: error: invalid PostgreSQL connection string: invalid percent-encoded token"
     )

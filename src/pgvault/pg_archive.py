@@ -353,6 +353,11 @@ def map_tablespaces(
     """
     rest = iter(chunks)
     cur = _StreamCursor(rest)
+    # The header's magic must be in the buffer before it is checked; a short stream is left to
+    # the header check, which names what it is.
+    with contextlib.suppress(_Truncated):
+        cur.take(_TAR_BLOCK)
+    cur.pos = 0
     toc = _parse_stream(cur, where, _FORMAT_CUSTOM)
     head = cur.buf
     codec = python_codec(toc.encoding)
