@@ -161,6 +161,15 @@ class ObjectNotFoundError(SinkError):
     """An object the caller asked for does not exist in the sink."""
 
 
+class ObjectExistsError(SinkError):
+    """A create-if-absent write found its key taken: nothing was written, the object there is
+    untouched. ``key`` names it."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class VaultError(PgVaultError):
     """The vault's content is not what an operation needs (no such backup, bad manifest …)."""
 

@@ -2,6 +2,10 @@
 
 Objects are written under a temporary name in the target folder, fsynced, then renamed into
 place, and the folder is fsynced, so a crash leaves either the old state or the complete object.
+A create-if-absent write (:meth:`LocalSink.open_writer_if_absent`) publishes the temporary file
+with ``link()`` instead, which the kernel refuses atomically when the name exists; on a file
+system without hard links it falls back to ``renameat2(RENAME_NOREPLACE)`` (Linux), and fails
+rather than replace anything when neither is there.
 Folders are created 0700 and files 0600 whatever the umask: a vault holds whole databases.
 """
 
@@ -9,6 +13,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import secrets
@@ -19,8 +25,8 @@ from typing import BinaryIO, ClassVar
 
 import attrs
 
-from pgvault.exceptions import ObjectNotFoundError, SinkError
-from pgvault.sinks.api import ObjectInfo, ObjectWriter, Sink
+from pgvault.exceptions import ObjectExistsError, ObjectNotFoundError, SinkError
+from pgvault.sinks.api import CreateGuarantee, ObjectInfo, ObjectWriter, Sink
 
 PARTIAL_MARKER = ".partial-"
 """Infix of temporary file names; such files are never listed and are cleaned by prune."""
@@ -45,6 +51,7 @@ class LocalSink(Sink):
     """Stores objects as files under ``path``; relative paths are resolved against the config."""
 
     type_name: ClassVar[str] = "local"
+    create_guarantee: ClassVar[CreateGuarantee] = CreateGuarantee.ATOMIC
 
     path: Path = attrs.field(converter=Path)
 
@@ -71,6 +78,12 @@ class LocalSink(Sink):
             d.chmod(0o700)  # mkdir's mode is filtered by the umask; the vault's is not.
 
     def open_writer(self, key: str) -> ObjectWriter:
+        return self._writer(key, exclusive=False)
+
+    def open_writer_if_absent(self, key: str) -> ObjectWriter:
+        return self._writer(key, exclusive=True)
+
+    def _writer(self, key: str, *, exclusive: bool) -> ObjectWriter:
         target = self._file(key)
         try:
             self._make_dirs(target.parent)
@@ -78,7 +91,7 @@ class LocalSink(Sink):
             raise SinkError(
                 f"local sink: cannot create folder {target.parent}: {_describe_os_error(exc)}"
             ) from exc
-        return _LocalWriter(target)
+        return _LocalWriter(target, key=key, exclusive=exclusive)
 
     def open_reader(self, key: str) -> Iterator[bytes]:
         target = self._file(key)
@@ -185,9 +198,46 @@ def _read_chunks(handle: BinaryIO, target: Path) -> Iterator[bytes]:
             yield chunk
 
 
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _rename_noreplace(source: Path, target: Path) -> None:
+    """``renameat2(..., RENAME_NOREPLACE)``: rename unless ``target`` exists (Linux ≥ 3.15)."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    done = renameat2(
+        _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+    )
+    if done != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
+
+
+def _publish_exclusive(temp: Path, target: Path) -> None:
+    """Give ``temp`` the name ``target`` unless that name exists (FileExistsError then)."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        # No hard links here (some FUSE and network file systems): the kernel's own
+        # no-replace rename is as atomic. Without it, refuse rather than risk a replace.
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        _rename_noreplace(temp, target)
+        return
+    temp.unlink()
+
+
 class _LocalWriter(ObjectWriter):
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, *, key: str = "", exclusive: bool = False) -> None:
         self._target = target
+        self._key = key
+        self._exclusive = exclusive
         self._temp = target.with_name(f".{target.name}{PARTIAL_MARKER}{secrets.token_hex(4)}")
         try:
             fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -220,7 +270,16 @@ class _LocalWriter(ObjectWriter):
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
-            self._temp.replace(self._target)
+            if self._exclusive:
+                try:
+                    _publish_exclusive(self._temp, self._target)
+                except FileExistsError:
+                    self.abort()
+                    raise ObjectExistsError(
+                        f"local sink: {self._target} already exists", key=self._key
+                    ) from None
+            else:
+                self._temp.replace(self._target)
             dir_fd = os.open(self._target.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dir_fd)

@@ -7,6 +7,13 @@ keep state), which is how fault tests make a server vanish mid-upload and come b
 :class:`FlakyProxy` sits in front of an HTTP server and answers chosen errors for a while,
 to prove retries.
 
+Both emulators are taught one thing the real services do and they do not: conditional creates
+are atomic. moto checks ``If-None-Match: *`` and then writes, in two steps that concurrent requests
+can interleave; the GCS emulator ignores ``ifGenerationMatch`` altogether. S3 and GCS refuse such a
+write atomically, and pgvault's WAL archive relies on it, so :func:`atomic_conditional_writes`
+makes the emulators refuse it the same way (a lock around moto's check-and-write; the
+precondition, checked under a lock, for the emulator's resumable uploads).
+
 The servers need the ``test`` extra (``moto[server]``, ``gcp-storage-emulator``, ``asyncssh``);
 when one is missing, starting it raises :class:`ServerUnavailableError` naming what to install.
 """
@@ -55,6 +62,81 @@ def _wait_http(url: str, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+_CONDITIONAL_LOCK = threading.Lock()
+_PATCHED: set[str] = set()
+
+
+def atomic_conditional_writes(emulator: str) -> None:
+    """Make ``"moto"`` or ``"gcs-emulator"`` (in this process) refuse conditional creates
+    atomically, as S3 and GCS do (see the module doc). Idempotent."""
+    if emulator in _PATCHED:
+        return
+    if emulator == "moto":
+        from moto.s3.responses import S3Response
+
+        def serialised(method: Any) -> Any:
+            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                headers = getattr(self, "headers", None) or {}
+                if headers.get("If-None-Match") != "*":
+                    return method(self, *args, **kwargs)
+                with _CONDITIONAL_LOCK:
+                    return method(self, *args, **kwargs)
+
+            return wrapper
+
+        S3Response.put_object = serialised(S3Response.put_object)  # type: ignore[method-assign]
+        S3Response._key_response_post = serialised(  # type: ignore[method-assign]
+            S3Response._key_response_post
+        )
+    elif emulator == "gcs-emulator":
+        from http import HTTPStatus
+        from urllib.parse import parse_qs, urlparse
+
+        from gcp_storage_emulator import server as emulator_server
+        from gcp_storage_emulator.exceptions import NotFound
+        from gcp_storage_emulator.handlers import objects
+
+        current = threading.local()
+        handle = emulator_server.Router.handle
+
+        def routed(self: Any, method: Any) -> Any:
+            current.query = parse_qs(urlparse(self._request_handler.path).query)
+            try:
+                return handle(self, method)
+            finally:
+                current.query = None
+
+        finalize = objects._finalize_resumable_object
+
+        def finalize_if(response: Any, storage: Any, obj: Any, data: Any, upload_id: Any) -> Any:
+            # The session URL keeps the query of the request that opened it, as on GCS.
+            wanted = (getattr(current, "query", None) or {}).get("ifGenerationMatch")
+            if wanted != ["0"]:
+                return finalize(response, storage, obj, data, upload_id)
+            with _CONDITIONAL_LOCK:
+                try:
+                    storage.get_file_obj(obj["bucket"], obj["name"])
+                except NotFound:
+                    return finalize(response, storage, obj, data, upload_id)
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json(
+                    {
+                        "error": {
+                            "code": 412,
+                            "message": "At least one of the pre-conditions you specified "
+                            "did not hold.",
+                        }
+                    }
+                )
+                return None
+
+        emulator_server.Router.handle = routed
+        objects._finalize_resumable_object = finalize_if
+    else:
+        raise ValueError(f"unknown emulator {emulator!r}")
+    _PATCHED.add(emulator)
+
+
 class S3Server:
     """moto's standalone S3 server (the real S3 HTTP API) on loopback."""
 
@@ -65,6 +147,7 @@ class S3Server:
             raise ServerUnavailableError(
                 f"moto is not installed ({exc}): pip install 'moto[server]'"
             ) from exc
+        atomic_conditional_writes("moto")
         self.port = port or free_port()
         self._cls = ThreadedMotoServer
         self._server: Any = None
@@ -133,6 +216,7 @@ class GcsServer:
             raise ServerUnavailableError(
                 f"gcp-storage-emulator is not installed ({exc}): pip install gcp-storage-emulator"
             ) from exc
+        atomic_conditional_writes("gcs-emulator")
         self.port = port or free_port()
         self._create = create_server
         self._server: Any = None
