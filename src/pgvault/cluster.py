@@ -72,7 +72,7 @@ class PostgresCluster:
     """One throwaway cluster. ``start()``, ``stop()``, ``destroy()``; connect with :meth:`dsn`.
 
     ``settings`` are appended to postgresql.conf (values as PostgreSQL expects them, quoted where
-    needed).
+    needed); ``initdb_args`` are passed to initdb (``["--wal-segsize=1"]`` for 1 MiB segments).
     """
 
     def __init__(
@@ -81,6 +81,7 @@ class PostgresCluster:
         settings: Mapping[str, str] | None = None,
         bindir: Path | None = None,
         base_dir: Path | None = None,
+        initdb_args: tuple[str, ...] = (),
     ) -> None:
         self.bindir = bindir or server_bindir()
         self.port = free_port()
@@ -89,6 +90,7 @@ class PostgresCluster:
         self.socket_dir = self.base / "run"
         self.log = self.base / "server.log"
         self.settings = dict(settings or {})
+        self.initdb_args = tuple(initdb_args)
         self._init()
 
     @property
@@ -117,6 +119,7 @@ class PostgresCluster:
                 "--locale=C",
                 "--encoding=UTF8",
                 "--no-sync",
+                *self.initdb_args,
             ],
         )
         conf = {

@@ -34,6 +34,7 @@ import abc
 import builtins
 import enum
 from collections.abc import Iterator
+from datetime import datetime
 from types import TracebackType
 from typing import ClassVar
 
@@ -44,10 +45,15 @@ from pgvault.exceptions import ObjectExistsError
 
 @attrs.frozen
 class ObjectInfo:
-    """One stored object: its key relative to the sink root, and its size in bytes."""
+    """One stored object: its key relative to the sink root, and its size in bytes.
+
+    ``modified`` is when it was last written, when the backend's listing says so at no extra cost
+    (None otherwise); it does not take part in comparisons.
+    """
 
     key: str
     size: int
+    modified: datetime | None = attrs.field(default=None, eq=False)
 
 
 class ObjectWriter(abc.ABC):

@@ -26,6 +26,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
@@ -324,7 +325,9 @@ class FsspecSink(Sink):
                 continue
             if PARTIAL_MARKER in key.rsplit("/", 1)[-1]:
                 continue
-            out.append(ObjectInfo(key=key, size=int(info.get("size") or 0)))
+            out.append(
+                ObjectInfo(key=key, size=int(info.get("size") or 0), modified=_modified(info))
+            )
         return out
 
     def delete(self, key: str) -> None:
@@ -478,6 +481,26 @@ def _is_network_error(exc: BaseException) -> bool:
     }:
         return True
     return module.startswith("fsspec") and name == "FSTimeoutError"
+
+
+def _modified(info: dict[str, Any]) -> datetime | None:
+    """When an fsspec listing entry was last written: S3's ``LastModified``, GCS's ``updated``,
+    SFTP's ``mtime`` (a datetime, an ISO string or a Unix time, depending on the backend)."""
+    for field in ("LastModified", "last_modified", "updated", "mtime"):
+        value = info.get(field)
+        if value is None:
+            continue
+        try:
+            if isinstance(value, datetime):
+                when = value
+            elif isinstance(value, int | float):
+                when = datetime.fromtimestamp(value, UTC)
+            else:
+                when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except (ValueError, OSError, OverflowError):
+            continue
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
@@ -126,11 +127,14 @@ class LocalSink(Sink):
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         try:
-            return [
-                ObjectInfo(key=key, size=full.stat().st_size)
-                for key, full in self._walk(prefix)
-                if PARTIAL_MARKER not in full.name
-            ]
+            found = []
+            for key, full in self._walk(prefix):
+                if PARTIAL_MARKER in full.name:
+                    continue
+                stat = full.stat()
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                found.append(ObjectInfo(key=key, size=stat.st_size, modified=modified))
+            return found
         except OSError as exc:
             raise SinkError(
                 f"local sink: cannot list {prefix!r}: {_describe_os_error(exc)}"

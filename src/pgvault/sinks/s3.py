@@ -6,8 +6,9 @@ Objects smaller than one part go up in one PUT; larger ones as a multipart uploa
 retried one by one and which is aborted when the write is. A create-if-absent write sends
 ``If-None-Match: *`` with the PUT or the CompleteMultipartUpload, which S3 (since 2024), MinIO and
 moto refuse with 412 when the key exists: atomic on the store. A store that ignores the header
-would replace silently, so check yours with the conformance suite before trusting it for WAL. Storage class, server-side encryption
-and Object Lock retention are applied to every object, the manifest included.
+would replace silently, so check yours with the conformance suite before trusting it for WAL.
+Storage class, server-side encryption and Object Lock retention are applied to every object, the
+manifest included.
 
 Credentials come from the AWS chain (environment, shared profile, instance or task role) unless
 given as options, typically as ``${ENV}`` values; they never appear in ``describe()``, ``repr``,

@@ -6,8 +6,8 @@ with the POSIX rename extension, which replaces atomically. A create-if-absent w
 temporary file to its final name instead (``hardlink@openssh.com``, offered by OpenSSH and
 asyncssh; the server's ``link()`` refuses an existing name atomically), or, on a server without
 that extension, uses SFTP's own rename, which by the protocol never replaces (OpenSSH implements
-it with ``link()`` too; other servers may check and rename in two steps). Temporary names carry the same
-marker as the local sink's: ``list`` never shows them and prune removes them.
+it with ``link()`` too; other servers may check and rename in two steps). Temporary names carry
+the same marker as the local sink's: ``list`` never shows them and prune removes them.
 
 Authentication is by key only (``key_file``, or the SSH agent and ``~/.ssh/id_*``). The server's
 host key must be in ``known_hosts`` (``~/.ssh/known_hosts`` by default); an unknown host is

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
-
-import threading
 
 from pgvault.exceptions import ObjectExistsError, ObjectNotFoundError, PgVaultError
 from pgvault.sinks.api import CreateGuarantee, ObjectInfo, Sink

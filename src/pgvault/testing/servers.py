@@ -379,7 +379,8 @@ class FlakyProxy:
     ``fail(n, status)`` makes the next ``n`` requests get ``status`` (with an S3-style XML error
     body) without reaching the upstream; :attr:`requests` counts every request seen and
     :attr:`failed` those answered with an error. Request bodies are read in full before
-    answering, as a real front end does.
+    answering, as a real front end does; a request whose client vanished mid-body is dropped.
+    :meth:`slow` holds requests for a while, :meth:`heal` ends every planned fault.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -388,6 +389,9 @@ class FlakyProxy:
         self.failed = 0
         self._lock = threading.Lock()
         self._plan: list[tuple[int, str]] = []
+        self._delay = 0.0
+        self.held = 0
+        """Requests :meth:`slow` has held so far."""
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -398,7 +402,16 @@ class FlakyProxy:
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
+                with proxy._lock:
+                    delay = proxy._delay if length else 0.0
+                    if delay:
+                        proxy.held += 1
+                if delay:
+                    time.sleep(delay)  # before the body: a client killed now sent nothing whole
                 body = self.rfile.read(length) if length else b""
+                if len(body) < length:
+                    self.close_connection = True
+                    return  # the client went away mid-request: forward nothing, as S3 would
                 with proxy._lock:
                     proxy.requests += 1
                     planned = proxy._plan.pop(0) if proxy._plan else None
@@ -464,6 +477,18 @@ class FlakyProxy:
         """Answer the next ``count`` requests with ``status`` and error ``code``."""
         with self._lock:
             self._plan.extend([(status, code)] * count)
+
+    def slow(self, seconds: float) -> None:
+        """Hold every request that carries a body (uploads) ``seconds`` before reading it (a
+        slow link: kill the client meanwhile and the upstream never sees its request)."""
+        with self._lock:
+            self._delay = seconds
+
+    def heal(self) -> None:
+        """Forget planned failures and delays: pass everything through again."""
+        with self._lock:
+            self._plan.clear()
+            self._delay = 0.0
 
     def stop(self) -> None:
         """Stop the proxy."""
