@@ -33,11 +33,13 @@ from tests.conftest import render_config
 AS_ROOT = os.geteuid() == 0
 
 
-def chown_postgres(path: Path) -> None:
-    """Give ``path`` to postgres (when running as root)."""
+def chown_postgres(path: Path, *, tree: bool = False) -> None:
+    """Give ``path`` (with ``tree``, everything under it too) to postgres, when root."""
     if AS_ROOT:
         pg = pwd.getpwnam("postgres")
         os.chown(path, pg.pw_uid, pg.pw_gid)
+        for sub in path.rglob("*") if tree else ():
+            os.chown(sub, pg.pw_uid, pg.pw_gid)
 
 
 def postgres_folder(prefix: str) -> Path:
@@ -222,3 +224,125 @@ def set_archive_command(rig: WalRig, how: str) -> None:
         value = archive_command(rig.load(), rig.command)
     rig.cluster.execute(f"ALTER SYSTEM SET archive_command = {value}")
     rig.cluster.execute("SELECT pg_reload_conf()")
+
+
+class RestoredCluster:
+    """A data directory made from a base backup, started with a restore_command: recovery."""
+
+    def __init__(self, source: PostgresCluster, data: Path, settings: dict[str, str]) -> None:
+        from pgvault.testing.postgres import free_port
+
+        self.source = source
+        self.data = data
+        self.port = free_port()
+        self.socket_dir = data.parent / "run"
+        self.socket_dir.mkdir(exist_ok=True)
+        chown_postgres(self.socket_dir)
+        self.log = data.parent / "restored.log"
+        conf = {
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            # A restored copy must not archive into the source's WAL.
+            "archive_mode": "off",
+            **settings,
+        }
+        with (data / "postgresql.conf").open("a") as f:
+            f.write("\n# restored for a test\n")
+            f.writelines(f"{k} = {v}\n" for k, v in conf.items())
+        (data / "recovery.signal").touch()
+        chown_postgres(data / "recovery.signal")
+
+    def start(self, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+        """pg_ctl start, then wait until recovery is over (pg_is_in_recovery() false)."""
+        started = subprocess.run(
+            as_postgres(
+                [
+                    str(self.source.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                    "-w",
+                    "-t",
+                    str(timeout),
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            cwd=self.data.parent,
+        )
+        if started.returncode != 0:
+            return started
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.execute("SELECT pg_is_in_recovery()") == [(False,)]:
+                    return started
+            except Exception:
+                if not (self.data / "postmaster.pid").exists():
+                    return subprocess.CompletedProcess(started.args, 1, "", "server stopped")
+            time.sleep(0.1)
+        return subprocess.CompletedProcess(started.args, 1, "", "recovery did not end in time")
+
+    def stop(self) -> None:
+        """Stop it (immediately: it is thrown away)."""
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(
+                as_postgres(
+                    [
+                        str(self.source.bindir / "pg_ctl"),
+                        "-D",
+                        str(self.data),
+                        "-m",
+                        "immediate",
+                        "stop",
+                    ]
+                ),
+                capture_output=True,
+                cwd=self.data.parent,
+            )
+
+    def execute(self, sql: str) -> list[tuple[object, ...]]:
+        """Run ``sql`` on it."""
+        import psycopg
+
+        with psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+        ) as conn:
+            cur = conn.execute(sql)
+            return cur.fetchall() if cur.description else []
+
+
+def base_backup(rig: WalRig, into: Path) -> Path:
+    """A base backup of the rig's cluster (pg_basebackup -X none: its WAL comes from the
+    archive, so it returns only once the end segment is archived)."""
+    into.mkdir(exist_ok=True)
+    chown_postgres(into)
+    data = into / "data"
+    done = subprocess.run(
+        as_postgres(
+            [
+                str(rig.cluster.bindir / "pg_basebackup"),
+                "-D",
+                str(data),
+                "-h",
+                str(rig.cluster.socket_dir),
+                "-p",
+                str(rig.cluster.port),
+                "-U",
+                "postgres",
+                "-X",
+                "none",
+                "-c",
+                "fast",
+                "--no-sync",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=into,
+    )
+    assert done.returncode == 0, done.stderr
+    return data

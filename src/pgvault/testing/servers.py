@@ -388,7 +388,7 @@ class FlakyProxy:
         self.requests = 0
         self.failed = 0
         self._lock = threading.Lock()
-        self._plan: list[tuple[int, str]] = []
+        self._plan: list[tuple[int, str] | None] = []
         self._delay = 0.0
         self.held = 0
         """Requests :meth:`slow` has held so far."""
@@ -473,9 +473,11 @@ class FlakyProxy:
         """The proxy's base URL, to use instead of the upstream's."""
         return f"http://127.0.0.1:{self.port}"
 
-    def fail(self, count: int, status: int = 503, code: str = "SlowDown") -> None:
-        """Answer the next ``count`` requests with ``status`` and error ``code``."""
+    def fail(self, count: int, status: int = 503, code: str = "SlowDown", *, after: int = 0) -> None:
+        """Answer ``count`` requests with ``status`` and error ``code``, after letting the next
+        ``after`` through."""
         with self._lock:
+            self._plan.extend([None] * after)
             self._plan.extend([(status, code)] * count)
 
     def slow(self, seconds: float) -> None:

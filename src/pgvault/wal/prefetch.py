@@ -9,7 +9,7 @@ of the same timeline in the spool, which lies outside the data directory (a copy
     <spool>/fetch/<major>-<sysid>/<segment>       decoded and fully checked (SHA-256, header)
     <spool>/fetch/<major>-<sysid>/<segment>.ok    its size and header, for the check at use
     <spool>/fetch/<major>-<sysid>/want            the segment PostgreSQL asked for last
-    <spool>/fetch/prefetch.lock                   held by the running prefetcher
+    <spool>/fetch/prefetch.lock                   held (flock) by the running prefetcher: its pid
 
 A prefetched segment is used only if its size and header still match what was verified, and
 its header matches the name and the cluster; otherwise it is dropped and downloaded again.
@@ -130,7 +130,15 @@ def request(config: PipelineConfig, cluster: ClusterId, name: WalName) -> None:
         log_file = (spool / "fetch" / "prefetch.log").open("a")
         with log_file:
             subprocess.Popen(
-                [sys.executable, "-m", "pgvault", "wal-prefetch", str(config.path), cluster.key],
+                [
+                    sys.executable,
+                    "-m",
+                    "pgvault",
+                    "--verbose",
+                    "wal-prefetch",
+                    str(config.path),
+                    cluster.key,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
@@ -170,6 +178,8 @@ def run(config: PipelineConfig, cluster: ClusterId, *, idle: float = IDLE_SECOND
     except OSError:
         os.close(fd)
         return
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for operators (and tests)
     archive = WalArchive(config.sink, config.name)
     records = {r.cluster: r for r in archive.clusters()}
     if cluster not in records:
@@ -183,6 +193,7 @@ def run(config: PipelineConfig, cluster: ClusterId, *, idle: float = IDLE_SECOND
     retry_at: dict[str, float] = {}
     last_want: str | None = None
     last_change = time.monotonic()
+    log.info("prefetcher for %s: %d segment(s) ahead into %s", cluster, ahead, folder)
     try:
         while True:
             want = _read_want(folder)
@@ -235,8 +246,9 @@ def _clean(folder: Path, keep: set[str]) -> None:
             base = entry.name.removesuffix(".ok")
             if entry.name == "want" or base in keep:
                 continue
-            if entry.name.startswith(".") and not entry.name.endswith(".tmp"):
-                # A download in progress writes a hidden temporary file: keep it unless stale.
+            if entry.name.startswith("."):
+                # Downloads and small writes in progress use hidden temporary files: keep them
+                # unless a killed process left them long ago.
                 with contextlib.suppress(OSError):
                     if time.time() - entry.stat().st_mtime < 600:
                         continue
@@ -249,7 +261,9 @@ def _prefetch_one(
 ) -> None:
     from pgvault.wal.fetch import download
 
+    started = time.monotonic()
     target = folder / name.text
     download(archive, cluster, name, target, context)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     write_atomically(folder / f"{name.text}.ok", f"{fingerprint(target)}\n{digest}\n")
+    log.info("prefetched %s in %.2fs", name, time.monotonic() - started)
