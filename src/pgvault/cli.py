@@ -347,7 +347,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             f"pgvault: error: could not remove {failure.backup_id}: {failure.message}",
             file=sys.stderr,
         )
-    return EXIT_OK if result.ok else EXIT_FAILED
+    wal_failures = result.wal.failures if result.wal else ()
+    for message in wal_failures:
+        print(f"pgvault: error: could not remove WAL file {message}", file=sys.stderr)
+    return EXIT_OK if result.ok and not wal_failures else EXIT_FAILED
 
 
 def _print_prune(result: PruneResult) -> None:
@@ -370,6 +373,13 @@ def _print_prune(result: PruneResult) -> None:
         for r in rows:
             print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
     kept, removed = len(plan.kept), len(plan.removed)
+    wal = result.wal
+    if wal is not None:
+        below = f"stored before {wal.horizon:%Y-%m-%d %H:%M} UTC" if wal.horizon else "(no horizon)"
+        if result.dry_run:
+            print(f"WAL: would remove {len(wal.removable)} file(s) {below}; keep {wal.kept}")
+        else:
+            print(f"WAL: removed {len(wal.removed)} file(s) {below}; kept {wal.kept}")
     if result.dry_run:
         print(
             f"dry run ({plan.policy.describe()}): would keep {kept}, remove {removed}; "
@@ -449,6 +459,27 @@ def _source_text(m: Manifest) -> str:
     return m.source_type
 
 
+def _print_wal_ranges(config: PipelineConfig) -> None:
+    from pgvault.wal.archive import WalArchive
+    from pgvault.wal.chain import summarize
+
+    chains = summarize(WalArchive(config.sink, config.name), pg_wal=config.wal.pg_wal)
+    for chain in chains:
+        print(f"WAL of {chain.cluster}: {chain.files} file(s), {human_bytes(chain.stored_bytes)}")
+        for t in chain.timelines:
+            spans = ", ".join(
+                f"{chain.name(t.timeline, r.first)}..{chain.name(t.timeline, r.last)}"
+                for r in t.ranges
+            )
+            lost = sum(
+                g.count for g in chain.gaps if g.timeline == t.timeline and g.state == "lost"
+            )
+            print(
+                f"  timeline {t.timeline}: {spans or 'no segments'}"
+                + (f" ({lost} segment(s) missing: see wal-check)" if lost else "")
+            )
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
     backups = Vault.from_config(config).backups()
@@ -460,6 +491,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             f"no complete backups in vault {config.name!r} at {config.sink.describe()}",
             file=sys.stderr,
         )
+        _print_wal_ranges(config)
         return EXIT_OK
     rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE")]
     for m in backups:
@@ -477,6 +509,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    _print_wal_ranges(config)
     return EXIT_OK
 
 

@@ -418,6 +418,12 @@ def record_check_metrics(path: Path, name: str, result: CheckResult) -> None:
             )
         if result.free_bytes is not None:
             samples["pgvault_sink_free_bytes", labels] = result.free_bytes
+        if result.wal_newest_at is not None:
+            samples["pgvault_wal_newest_timestamp_seconds", labels] = (
+                result.wal_newest_at.timestamp()
+            )
+        if result.wal_lost is not None:
+            samples["pgvault_wal_lost_segments", labels] = result.wal_lost
 
 
 def record_wal_metrics(

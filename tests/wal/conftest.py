@@ -252,8 +252,10 @@ class RestoredCluster:
         (data / "recovery.signal").touch()
         chown_postgres(data / "recovery.signal")
 
-    def start(self, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-        """pg_ctl start, then wait until recovery is over (pg_is_in_recovery() false)."""
+    def start(
+        self, timeout: int = 120, *, wait_promoted: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """pg_ctl start, then (``wait_promoted``) wait until recovery is over."""
         started = subprocess.run(
             as_postgres(
                 [
@@ -272,7 +274,7 @@ class RestoredCluster:
             text=True,
             cwd=self.data.parent,
         )
-        if started.returncode != 0:
+        if started.returncode != 0 or not wait_promoted:
             return started
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -346,3 +348,24 @@ def base_backup(rig: WalRig, into: Path) -> Path:
     )
     assert done.returncode == 0, done.stderr
     return data
+
+
+def python_child(pid: int) -> int:
+    """The pgvault process under ``runuser`` (or ``pid`` itself when not root)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid and b"python" in cmdline:
+                return int(entry.name)
+        if os.geteuid() != 0:
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"no pgvault process under {pid}")

@@ -20,7 +20,7 @@ from pgvault.transforms.api import DecodeContext
 from pgvault.wal.archive import WalArchive, WalConflictError
 from pgvault.wal.names import WalError, WalName, WalNameError
 from pgvault.wal.push import WalPusher
-from tests.wal.conftest import WalRig, chown_postgres, postgres_folder
+from tests.wal.conftest import WalRig, chown_postgres, postgres_folder, python_child
 
 Rig = Callable[..., WalRig]
 
@@ -242,7 +242,6 @@ def _cluster(rig: WalRig) -> Any:
 def s3_proxy(s3_server: S3Server) -> Any:
     """A FlakyProxy in front of the session's S3 server, and a fresh bucket."""
     proxy = FlakyProxy(s3_server.endpoint)
-    proxy.upstream_url = s3_server.endpoint  # type: ignore[attr-defined]
     bucket = s3_server.create_bucket(f"pgvault-wal-{os.getpid()}-{time.monotonic_ns()}")
     yield (
         proxy,
@@ -276,7 +275,7 @@ def test_sink_errors_fail_the_archive_command_and_the_next_try_succeeds(
     while rig.archived()[2] == 0:
         assert time.monotonic() < deadline, "the archive command never failed"
         time.sleep(0.1)
-    direct = make_sink({**sink, "endpoint_url": proxy.upstream_url})
+    direct = make_sink({**sink, "endpoint_url": f"http://{proxy.upstream}"})
     assert not any(second in info.key for info in direct.list("main/wal/"))
     proxy.heal()
     log = rig.cluster.log.read_text()
@@ -308,7 +307,7 @@ def test_kill_9_of_the_pusher_mid_upload_leaves_nothing_and_archiving_resumes(
         assert pusher.poll() is None, "wal-push ended before its upload was held"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    target = _python_child(pusher.pid)
+    target = python_child(pusher.pid)
     os.kill(target, signal.SIGKILL)
     pusher.wait()
     proxy.heal()
@@ -319,24 +318,3 @@ def test_kill_9_of_the_pusher_mid_upload_leaves_nothing_and_archiving_resumes(
         == "stored"
     )
     assert fetched_bytes(rig, name) == (rig.cluster.data / "pg_wal" / name).read_bytes()
-
-
-def _python_child(pid: int) -> int:
-    """The pgvault process under ``runuser`` (or ``pid`` itself when not root)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid and b"python" in cmdline:
-                return int(entry.name)
-        if os.geteuid() != 0:
-            return pid
-        time.sleep(0.05)
-    raise AssertionError(f"no pgvault process under {pid}")

@@ -473,7 +473,9 @@ class FlakyProxy:
         """The proxy's base URL, to use instead of the upstream's."""
         return f"http://127.0.0.1:{self.port}"
 
-    def fail(self, count: int, status: int = 503, code: str = "SlowDown", *, after: int = 0) -> None:
+    def fail(
+        self, count: int, status: int = 503, code: str = "SlowDown", *, after: int = 0
+    ) -> None:
         """Answer ``count`` requests with ``status`` and error ``code``, after letting the next
         ``after`` through."""
         with self._lock:

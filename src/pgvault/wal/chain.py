@@ -339,12 +339,14 @@ def _timelines(
     return segments, partial, labels, histories
 
 
-def summarize(archive: WalArchive) -> list[ClusterChain]:
-    """Every cluster's timelines and ranges, from the listing alone (no key needed)."""
+def summarize(archive: WalArchive, *, pg_wal: Path | None = None) -> list[ClusterChain]:
+    """Every cluster's timelines and ranges, from the listing alone (no key needed); gaps whose
+    segments are ``.ready`` in ``pg_wal`` count as pending."""
+    ready = _ready_files(pg_wal) or set()
     out: list[ClusterChain] = []
     for record in archive.clusters():
         items = archive.list(record.cluster)
-        out.append(_chain(record, items, {}, set(), archive))
+        out.append(_chain(record, items, {}, ready, archive))
     return out
 
 
