@@ -257,3 +257,44 @@ def _only_cluster(rig: WalRig) -> Any:
     config = rig.load()
     (record,) = WalArchive(config.sink, "main").clusters()
     return record.cluster
+
+
+def test_one_daemon_per_spool(wal_rig: Rig) -> None:
+    """A second daemon on the same spool is refused, naming the running one's pid."""
+    from pgvault.wal.daemon import AlreadyRunning, WalDaemon
+
+    rig = wal_rig(None)
+    first = WalDaemon(rig.load())
+    first._take_lock()
+    try:
+        with pytest.raises(AlreadyRunning, match=f"wal-daemon \\(pid {os.getpid()}\\) is running"):
+            WalDaemon(rig.load())._take_lock()
+    finally:
+        first._release()
+    assert not (rig.spool / "archive" / "daemon.pid").exists()
+
+
+def test_wal_setup_prints_the_lines_to_paste_and_checks_the_server(wal_rig: Rig) -> None:
+    """wal-setup prints archive_command (ack.sh, or wal-push with --sync) and restore_command
+    quoted for postgresql.conf, and what it checked on the sink and the server."""
+    from tests.conftest import pgvault_cli
+
+    rig = wal_rig("push")
+    out = pgvault_cli("wal-setup", rig.config, "--pgvault", "'/opt/pg vault/bin/pgvault'")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    config = rig.load()
+    command = ["/opt/pg vault/bin/pgvault"]
+    assert f"archive_command = {archive_command(config, command)}" in lines
+    ack = next(line for line in lines if line.startswith("archive_command = '/bin/sh "))
+    script = ack.split()[3]
+    assert Path(script).is_file() and script.endswith("/pgvault/wal/ack.sh")
+    assert "''/opt/pg vault/bin/pgvault''" in ack  # shell-quoted inside the conf string
+    assert any(
+        line.startswith("restore_command = '/bin/sh ") and "fetch.sh" in line for line in lines
+    )
+    assert "# sink " + config.sink.describe() + ": create-if-absent is atomic: ok" in lines
+    assert "# server: wal_level = replica: ok" in lines
+    assert "# server: archive_mode = on: ok" in lines
+    sync = pgvault_cli("wal-setup", rig.config, "--sync", "--no-server", "--pgvault", "pgvault")
+    assert f"archive_command = 'pgvault wal-push {rig.config.resolve()} %p'" in sync.stdout
