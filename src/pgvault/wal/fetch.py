@@ -29,7 +29,7 @@ import attrs
 
 from pgvault.exceptions import ObjectNotFoundError
 from pgvault.transforms.api import DecodeContext
-from pgvault.wal.archive import ClusterId, WalArchive, WalIntegrityError
+from pgvault.wal.archive import ClusterId, Envelope, WalArchive, WalIntegrityError
 from pgvault.wal.names import (
     Kind,
     SegmentHeader,
@@ -146,14 +146,17 @@ def fetch(
             return FetchResult(
                 name.text, cluster, target, taken, "prefetch", time.monotonic() - started
             )
-    size = download(WalArchive(config.sink, config.name), cluster, name, target, context)
-    return FetchResult(name.text, cluster, target, size, "sink", time.monotonic() - started)
+    envelope = download(WalArchive(config.sink, config.name), cluster, name, target, context)
+    return FetchResult(
+        name.text, cluster, target, envelope.raw_size, "sink", time.monotonic() - started
+    )
 
 
 def download(
     archive: WalArchive, cluster: ClusterId, name: WalName, target: Path, context: DecodeContext
-) -> int:
-    """Decode ``name`` into ``target`` (temporary file, checks, rename); its size in bytes."""
+) -> Envelope:
+    """Decode ``name`` into ``target`` (temporary file, checks, rename); its envelope, whose
+    size and SHA-256 the written file has been checked against."""
     temp = target.with_name(f"{TEMP_MARK}{name.text}-{secrets.token_hex(4)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     head = bytearray()
@@ -186,7 +189,7 @@ def download(
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
-    return size
+    return envelope
 
 
 def _clean_stale_temps(folder: Path, older_than: float = 600.0) -> None:

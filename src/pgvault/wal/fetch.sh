@@ -10,6 +10,7 @@
 # absent) and the prefetcher is told; no Python starts. Anything else, including every file that
 # is not a plain segment, goes to `PGVAULT_COMMAND wal-fetch`, which downloads, checks and
 # restarts the prefetcher, and decides the exit status (1 only when the file is not archived).
+# A segment the prefetcher is downloading right now (<name>.inflight) is waited for, up to 5 s.
 spool=$1
 config=$2
 file=$3
@@ -30,6 +31,12 @@ cluster=$(od -An -tx1 -N8 -v global/pg_control 2>/dev/null | tr -d ' \n')
 [ "${#cluster}" -eq 16 ] || fetch_it "$@"
 for dir in "$spool"/fetch/*/; do
     have=$dir$file
+    # Being downloaded by the prefetcher: waiting for it beats starting a second download.
+    waited=0
+    while [ -f "$have.inflight" ] && [ ! -f "$have.ok" ] && [ "$waited" -lt 500 ]; do
+        sleep 0.01 2>/dev/null || break
+        waited=$((waited + 1))
+    done
     [ -f "$have" ] && [ -f "$have.ok" ] || continue
     line=
     IFS= read -r line < "$have.ok" 2>/dev/null

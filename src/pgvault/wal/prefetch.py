@@ -8,6 +8,7 @@ of the same timeline in the spool, which lies outside the data directory (a copy
 
     <spool>/fetch/<major>-<sysid>/<segment>       decoded and fully checked (SHA-256, header)
     <spool>/fetch/<major>-<sysid>/<segment>.ok    its size and header, for the check at use
+    <spool>/fetch/<major>-<sysid>/<segment>.inflight   being downloaded (fetch.sh waits a little)
     <spool>/fetch/<major>-<sysid>/want            the segment PostgreSQL asked for last
     <spool>/fetch/prefetch.lock                   held (flock) by the running prefetcher: its pid
 
@@ -191,6 +192,8 @@ def run(config: PipelineConfig, cluster: ClusterId, *, idle: float = IDLE_SECOND
     pool = concurrent.futures.ThreadPoolExecutor(config.wal.prefetch_workers, "pgvault-prefetch")
     running: dict[str, concurrent.futures.Future[None]] = {}
     retry_at: dict[str, float] = {}
+    # Prefetched and not to be fetched again: gone from the spool means PostgreSQL took it.
+    completed: set[str] = set()
     last_want: str | None = None
     last_change = time.monotonic()
     log.info("prefetcher for %s: %d segment(s) ahead into %s", cluster, ahead, folder)
@@ -204,7 +207,9 @@ def run(config: PipelineConfig, cluster: ClusterId, *, idle: float = IDLE_SECOND
                 return
             for done in [n for n, f in running.items() if f.done()]:
                 error = running.pop(done).exception()
-                if error is not None:
+                if error is None:
+                    completed.add(done)
+                else:
                     retry_at[done] = now + 1.0
                     if not isinstance(error, WalError):
                         log.warning("prefetch of %s failed: %s", done, error)
@@ -216,10 +221,11 @@ def run(config: PipelineConfig, cluster: ClusterId, *, idle: float = IDLE_SECOND
                 segment_name(want.timeline, segno + i, segment_size) for i in range(1, ahead + 1)
             ]
             _clean(folder, set(wanted) | set(running))
+            completed &= set(wanted)
             for name in wanted:
                 if len(running) >= config.wal.prefetch_workers:
                     break
-                if name in running or (folder / f"{name}.ok").exists():
+                if name in running or name in completed or (folder / f"{name}.ok").exists():
                     continue
                 if retry_at.get(name, 0.0) > now:
                     break  # not archived (yet): what follows is not either
@@ -243,7 +249,7 @@ def _read_want(folder: Path) -> WalName | None:
 def _clean(folder: Path, keep: set[str]) -> None:
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
-            base = entry.name.removesuffix(".ok")
+            base = entry.name.removesuffix(".ok").removesuffix(".inflight")
             if entry.name == "want" or base in keep:
                 continue
             if entry.name.startswith("."):
@@ -263,7 +269,13 @@ def _prefetch_one(
 
     started = time.monotonic()
     target = folder / name.text
-    download(archive, cluster, name, target, context)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    write_atomically(folder / f"{name.text}.ok", f"{fingerprint(target)}\n{digest}\n")
+    inflight = folder / f"{name.text}.inflight"
+    inflight.touch()  # fetch.sh waits for it rather than downloading the same segment itself
+    try:
+        envelope = download(archive, cluster, name, target, context)
+        ok = f"{fingerprint(target)}\n{envelope.sha256}\n"  # the digest download checked
+        write_atomically(folder / f"{name.text}.ok", ok)
+    finally:
+        with contextlib.suppress(OSError):
+            inflight.unlink()
     log.info("prefetched %s in %.2fs", name, time.monotonic() - started)
