@@ -463,7 +463,12 @@ def _print_wal_ranges(config: PipelineConfig) -> None:
     from pgvault.wal.archive import WalArchive
     from pgvault.wal.chain import summarize
 
-    chains = summarize(WalArchive(config.sink, config.name), pg_wal=config.wal.pg_wal)
+    try:
+        chains = summarize(WalArchive(config.sink, config.name), pg_wal=config.wal.pg_wal)
+    except PgVaultError as exc:
+        # The backups listed above are still worth seeing: say so, do not fail the listing.
+        print(f"pgvault: warning: cannot read the WAL archive: {exc}", file=sys.stderr)
+        return
     for chain in chains:
         print(f"WAL of {chain.cluster}: {chain.files} file(s), {human_bytes(chain.stored_bytes)}")
         for t in chain.timelines:
