@@ -68,9 +68,3 @@ class WalSettings:
     """Segments fetched ahead into ``spool`` during recovery (0: no prefetch)."""
     prefetch_workers: int = attrs.field(default=2, validator=_positive)
     """Downloads the prefetcher runs at once."""
-
-    def spool_folder(self, what: str) -> Path:
-        """The spool, or a ValueError saying which command needs it."""
-        if self.spool is None:
-            raise ValueError(f"{what} needs [wal] spool (a folder outside the data directory)")
-        return self.spool
