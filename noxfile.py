@@ -79,5 +79,6 @@ def plugins(session: nox.Session) -> None:
 def benchmarks(session: nox.Session) -> None:
     """Build a dataset, measure, and write docs/benchmarks.md with its chart (slow: ~30 min)."""
     # lz4 is measured to decide whether it is worth offering; it is not a pgvault dependency.
-    session.install("-e", ".", "lz4")
+    # The WAL benchmark runs moto (S3 over TLS) and the s3 sink: the test extra has them.
+    session.install("-c", "constraints/test.txt", "-e", ".[test]", "lz4")
     session.run("python", "-m", "benchmarks.run", *session.posargs)

@@ -1,11 +1,13 @@
 """Run every benchmark and write ``docs/benchmarks.md`` and its chart.
 
-    python -m benchmarks.run [--size-gb 1.0] [--reps 3] [--no-large] [--out docs/benchmarks.md]
+    python -m benchmarks.run [--size-gb 1.0] [--reps 3] [--no-large] [--no-wal]
+                             [--out docs/benchmarks.md]
 
 Builds its own dataset on a throwaway cluster (nothing else is touched), then measures:
 compressors on the real dump bytes; backup methods (pg_dump alone, the scripts users run
 today, pgvault with and without encryption); restore methods; and pgvault's peak memory on the
-dataset and on one four times larger.
+dataset and on one four times larger. Then WAL archiving and fetching (:mod:`benchmarks.wal`, on a
+cluster of its own), unless ``--no-wal``; the report includes the latest WAL results.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import attrs
 import zstandard
 
 from benchmarks import chart, compressors, dataset, pipelines
+from benchmarks import wal as wal_bench
 from benchmarks.measure import Result, run
 from pgvault.cluster import PostgresCluster
 
@@ -109,6 +112,8 @@ def main() -> int:
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-large", action="store_true", help="skip the 4x memory check")
+    parser.add_argument("--no-wal", action="store_true", help="skip the WAL archiving benchmark")
+    parser.add_argument("--wal-scale", type=int, default=100, help="pgbench scale of the WAL run")
     parser.add_argument(
         "--from-results",
         type=Path,
@@ -195,6 +200,17 @@ def main() -> int:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     log(f"raw results in {RESULTS}")
+    if not args.no_wal:
+        wal_args = argparse.Namespace(
+            scale=args.wal_scale,
+            sinks="local,s3",
+            only=",".join(wal_bench.METHODS),
+            push_cost=10,
+            fetch=64,
+        )
+        wal_data = wal_bench.measure_all(wal_args)
+        wal_bench.RESULTS.write_text(json.dumps(wal_data, indent=2) + "\n")
+        log(f"WAL results in {wal_bench.RESULTS}")
     write_report(args, **_load(results))
     return 0
 
@@ -300,6 +316,8 @@ def write_report(
         )
     if ANALYSIS.exists():
         lines += ["", "## Analysis", "", ANALYSIS.read_text().strip()]
+    if wal_bench.RESULTS.exists():
+        lines += ["", *wal_bench.report_lines(json.loads(wal_bench.RESULTS.read_text()))]
     lines += [
         "",
         "## Restore",

@@ -6,12 +6,16 @@ errors are one line on stderr, with a traceback only under ``--debug``. Exit cod
 (Ctrl-C), 143 terminated (SIGTERM: systemd, docker stop, ``timeout``), after the same cleanup.
 ``check`` exits like a Nagios plugin instead: 0 OK, 1 WARNING, 2 CRITICAL, and 2 too when it cannot
 check at all (config error, bug), with a ``CRITICAL:`` line on stdout for monitors that read only
-that.
+that. The WAL commands PostgreSQL runs keep its rules: ``wal-push`` never exits above 125 for a
+failure (1; 2 for a bad config or argument), and ``wal-fetch`` exits 1 only when the file is
+definitely not archived, 200 (recovery aborts) for anything else, or 1 with ``fetch_on_error``
+set for a standby.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +44,7 @@ from pgvault.restore import list_archive
 from pgvault.restore import restore as restore_backup
 from pgvault.transforms.api import DecodeContext
 from pgvault.vault import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
+from pgvault.wal.fetch import EXIT_ABORT_RECOVERY
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -55,6 +60,14 @@ log = logging.getLogger("pgvault")
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, like every other mistake
         self.exit(EXIT_USAGE, f"pgvault: error: {message} (see --help)\n")
+
+
+class _FetchParser(_Parser):
+    """wal-fetch's arguments: a restore_command with a mistake in it must stop recovery, not
+    look like "file not archived" (exit 1 or 2 would end recovery early)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_ABORT_RECOVERY, f"pgvault: error: {message} (see --help)\n")
 
 
 def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
@@ -201,6 +214,48 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
     p.add_argument("--json", action="store_true", help="print the drill result as JSON")
+
+    p = command("wal-push", "archive one WAL file, synchronously (the plain archive_command)")
+    p.add_argument("path", type=Path, help="the file PostgreSQL archives (%%p)")
+
+    sub._parser_class = _FetchParser  # argparse takes the class per group, not per command
+    p = sub.add_parser(
+        "wal-fetch",
+        help="restore one WAL file (restore_command: wal-fetch CONFIG %%f %%p)",
+        description="Write archived WAL file NAME to PATH, complete or not at all. Exit 0: "
+        "written; 1: not archived; 200: recovery must stop (unreachable sink, damaged object).",
+        parents=[sub_common],
+    )
+    sub._parser_class = _Parser
+    p.add_argument("config", type=Path, help="pipeline config (TOML)")
+    p.add_argument("name", help="the file PostgreSQL asks for (%%f)")
+    p.add_argument("path", type=Path, help="where to write it (%%p)")
+    p.add_argument(
+        "--on-error",
+        choices=("auto", "abort", "missing"),
+        help="overrides [wal] fetch_on_error: abort recovery (exit 200) or report the file "
+        "missing (exit 1, for standbys) when the sink fails or an object is damaged",
+    )
+    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+
+    p = command("wal-daemon", "push WAL ahead of PostgreSQL's archiver (run it under systemd)")
+
+    p = command("wal-setup", "print the postgresql.conf lines for this pipeline and check them")
+    p.add_argument("--sync", action="store_true", help="archive_command without the daemon")
+    p.add_argument(
+        "--pgvault",
+        metavar="COMMAND",
+        help="how PostgreSQL starts pgvault (default: the pgvault beside this Python)",
+    )
+    p.add_argument("--no-server", action="store_true", help="do not connect to the server")
+
+    p = command("wal-check", "check the WAL archive: timelines, ranges, gaps, newest file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    p.add_argument("--no-server", action="store_true", help="do not connect to the server")
+
+    p = command("wal-prefetch", "internal: the background prefetcher wal-fetch starts")
+    p.add_argument("cluster", help="<major>-<system identifier>")
 
     # keygen makes a key, not a backup: the one command without a config.
     p = sub.add_parser(
@@ -376,7 +431,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             f"pgvault: error: could not remove {failure.backup_id}: {failure.message}",
             file=sys.stderr,
         )
-    return EXIT_OK if result.ok else EXIT_FAILED
+    wal_failures = result.wal.failures if result.wal else ()
+    for message in wal_failures:
+        print(f"pgvault: error: could not remove WAL file {message}", file=sys.stderr)
+    return EXIT_OK if result.ok and not wal_failures else EXIT_FAILED
 
 
 def _print_prune(result: PruneResult) -> None:
@@ -403,6 +461,13 @@ def _print_prune(result: PruneResult) -> None:
     if cleaned:
         done = "would clean" if result.dry_run else "cleaned"
         print(f"{done} {len(cleaned)} unfinished backup folder(s): {', '.join(cleaned)}")
+    wal = result.wal
+    if wal is not None:
+        below = f"stored before {wal.horizon:%Y-%m-%d %H:%M} UTC" if wal.horizon else "(no horizon)"
+        if result.dry_run:
+            print(f"WAL: would remove {len(wal.removable)} file(s) {below}; keep {wal.kept}")
+        else:
+            print(f"WAL: removed {len(wal.removed)} file(s) {below}; kept {wal.kept}")
     if result.dry_run:
         print(
             f"dry run ({plan.policy.describe()}): would keep {kept}, remove {removed}; "
@@ -509,6 +574,32 @@ def _source_text(m: Manifest) -> str:
     return m.source_type
 
 
+def _print_wal_ranges(config: PipelineConfig) -> None:
+    from pgvault.wal.archive import WalArchive
+    from pgvault.wal.chain import summarize
+
+    try:
+        chains = summarize(WalArchive(config.sink, config.name), pg_wal=config.wal.pg_wal)
+    except PgVaultError as exc:
+        # The backups listed above are still worth seeing: say so, do not fail the listing.
+        print(f"pgvault: warning: cannot read the WAL archive: {exc}", file=sys.stderr)
+        return
+    for chain in chains:
+        print(f"WAL of {chain.cluster}: {chain.files} file(s), {human_bytes(chain.stored_bytes)}")
+        for t in chain.timelines:
+            spans = ", ".join(
+                f"{chain.name(t.timeline, r.first)}..{chain.name(t.timeline, r.last)}"
+                for r in t.ranges
+            )
+            lost = sum(
+                g.count for g in chain.gaps if g.timeline == t.timeline and g.state == "lost"
+            )
+            print(
+                f"  timeline {t.timeline}: {spans or 'no segments'}"
+                + (f" ({lost} segment(s) missing: see wal-check)" if lost else "")
+            )
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
     contents = Vault.from_config(config).contents()
@@ -526,6 +617,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         _warn_about(contents)
+        _print_wal_ranges(config)
         return EXIT_OK
     rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE")]
     for m in backups:
@@ -544,6 +636,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     _warn_about(contents)
+    _print_wal_ranges(config)
     return EXIT_OK
 
 
@@ -721,6 +814,142 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_wal_push(args: argparse.Namespace) -> int:
+    from pgvault.observability import record_wal_metrics
+    from pgvault.wal.push import WalPusher
+
+    config = _config(args)
+    # PostgreSQL runs the archive command in the data directory: its pg_control says which
+    # cluster this is.
+    pusher = WalPusher(config, Path.cwd())
+    try:
+        result = pusher.push(args.path)
+    except PgVaultError:
+        if config.metrics_file is not None:
+            with contextlib.suppress(Exception):
+                record_wal_metrics(config.metrics_file, config.name, failed=1)
+        raise
+    if config.metrics_file is not None:
+        try:
+            record_wal_metrics(
+                config.metrics_file, config.name, last_archived_at=result.finished_at, pushed=1
+            )
+        except Exception as exc:
+            log.warning("could not update metrics file %s: %s", config.metrics_file, exc)
+    return EXIT_OK
+
+
+def _fetch_failed(mode: str, data_directory: Path) -> int:
+    if mode == "auto":
+        mode = "missing" if (data_directory / "standby.signal").exists() else "abort"
+    if mode == "missing":
+        print(
+            "pgvault: reporting the file as not archived (fetch_on_error: standby); the server "
+            "will retry or stream",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(
+        "pgvault: recovery must stop rather than end early: fix this and start again",
+        file=sys.stderr,
+    )
+    return EXIT_ABORT_RECOVERY
+
+
+def _cmd_wal_fetch(args: argparse.Namespace) -> int:
+    from pgvault.wal import prefetch
+    from pgvault.wal.fetch import WalMissing, fetch
+
+    data_directory = Path.cwd()
+    try:
+        config = _config(args)
+    except PgVaultError as exc:
+        _report(args, exc)
+        return _fetch_failed(args.on_error or "auto", data_directory)
+    mode = args.on_error or config.wal.fetch_on_error
+    try:
+        context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
+        result = fetch(config, args.name, args.path, data_directory=data_directory, context=context)
+    except WalMissing as exc:
+        log.info("%s", exc)
+        return EXIT_FAILED
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except PgVaultError as exc:
+        _report(args, exc)
+        return _fetch_failed(mode, data_directory)
+    except Exception as exc:
+        _report(args, exc, prefix="internal error (please report it): ")
+        return _fetch_failed(mode, data_directory)
+    # pg_rewind and other callers name their own targets: prefetch only for recovery.
+    if args.path.name == "RECOVERYXLOG":
+        from pgvault.wal.names import WalName
+
+        prefetch.request(config, result.cluster, WalName.parse(result.name))
+    return EXIT_OK
+
+
+def _cmd_wal_daemon(args: argparse.Namespace) -> int:
+    from pgvault.wal.daemon import WalDaemon
+
+    WalDaemon(_config(args)).run()
+    return EXIT_OK
+
+
+def _cmd_wal_setup(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pgvault.wal.configure import setup_lines
+
+    config = _config(args)
+    command = shlex.split(args.pgvault) if args.pgvault else None
+    for line in setup_lines(config, command=command, sync=args.sync, ask_server=not args.no_server):
+        print(line)
+    return EXIT_OK
+
+
+def _cmd_wal_check(args: argparse.Namespace) -> int:
+    from pgvault.observability import record_wal_metrics
+    from pgvault.wal.chain import check_chain
+
+    config = _config(args)
+    context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
+    report = check_chain(config, context=context, ask_server=not args.no_server)
+    if config.metrics_file is not None:
+        try:
+            record_wal_metrics(
+                config.metrics_file,
+                config.name,
+                newest_at=report.newest_at,
+                lost=sum(c.lost for c in report.clusters),
+                pending=sum(c.pending for c in report.clusters),
+                ready=report.ready,
+                archiver_failed=report.server.failed_count if report.server else None,
+            )
+        except Exception as exc:
+            log.warning("could not update metrics file %s: %s", config.metrics_file, exc)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+    lost = sum(c.lost for c in report.clusters)
+    return EXIT_FAILED if lost or not report.clusters else EXIT_OK
+
+
+def _cmd_wal_prefetch(args: argparse.Namespace) -> int:
+    from pgvault.wal import prefetch
+    from pgvault.wal.archive import ClusterId
+
+    config = _config(args)
+    try:
+        cluster = ClusterId.parse(args.cluster)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    prefetch.run(config, cluster)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "list": _cmd_list,
@@ -731,4 +960,10 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": _cmd_check,
     "drill": _cmd_drill,
     "keygen": _cmd_keygen,
+    "wal-push": _cmd_wal_push,
+    "wal-fetch": _cmd_wal_fetch,
+    "wal-daemon": _cmd_wal_daemon,
+    "wal-setup": _cmd_wal_setup,
+    "wal-check": _cmd_wal_check,
+    "wal-prefetch": _cmd_wal_prefetch,
 }

@@ -73,7 +73,8 @@ class PostgresCluster:
 
     ``settings`` are appended to postgresql.conf (values as PostgreSQL expects them, quoted where
     needed). ``environment`` is added to the server's environment (``LOCPATH`` for locales of
-    its own, say).
+    its own, say); ``initdb_args`` are passed to initdb (``["--wal-segsize=1"]`` for 1 MiB
+    segments).
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class PostgresCluster:
         bindir: Path | None = None,
         base_dir: Path | None = None,
         environment: Mapping[str, str] | None = None,
+        initdb_args: tuple[str, ...] = (),
     ) -> None:
         self.bindir = bindir or server_bindir()
         self.port = free_port()
@@ -92,6 +94,7 @@ class PostgresCluster:
         self.log = self.base / "server.log"
         self.settings = dict(settings or {})
         self.environment = dict(environment or {})
+        self.initdb_args = tuple(initdb_args)
         self._init()
 
     @property
@@ -120,6 +123,7 @@ class PostgresCluster:
                 "--locale=C",
                 "--encoding=UTF8",
                 "--no-sync",
+                *self.initdb_args,
             ],
         )
         conf = {

@@ -33,6 +33,7 @@ from pgvault.sinks.api import Sink
 from pgvault.sources.api import Source
 from pgvault.transforms.api import Transform
 from pgvault.transforms.digest import SUPPORTED as SUPPORTED_CHECKSUMS
+from pgvault.wal.settings import WalSettings
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _VAR_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -52,6 +53,7 @@ TOP_LEVEL_KEYS = (
     "notify",
     "logging",
     "metrics_file",
+    "wal",
 )
 
 
@@ -82,6 +84,8 @@ class PipelineConfig:
     """The ``[logging]`` table: level, text or JSON lines, optional rotating file."""
     metrics_file: Path | None = None
     """Prometheus textfile (node_exporter) rewritten after each run and check."""
+    wal: WalSettings = attrs.field(factory=WalSettings)
+    """The ``[wal]`` table: continuous WAL archiving (defaults when absent)."""
 
     def where(self) -> str:
         """The config file's name for messages, or ``<config>`` when built in code."""
@@ -198,6 +202,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
     retention = None if data.get("retention") is None else section(RetentionPolicy, "retention")
     check = section(CheckThresholds, "check")
     log_settings = section(LogSettings, "logging")
+    wal = section(WalSettings, "wal")
     metrics_file = _coerce(data.get("metrics_file"), Path | None, where, "metrics_file", base)
 
     return PipelineConfig(
@@ -214,6 +219,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
         metrics_file=metrics_file,
         restore=restore,
         drill=drill,
+        wal=wal,
     )
 
 

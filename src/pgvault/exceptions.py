@@ -170,6 +170,15 @@ class ObjectArchivedError(SinkError):
         self.storage_class = storage_class
 
 
+class ObjectExistsError(SinkError):
+    """A create-if-absent write found its key taken: nothing was written, the object there is
+    untouched. ``key`` names it."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class VaultError(PgVaultError):
     """The vault's content is not what an operation needs (no such backup, bad manifest …)."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
 import attrs
 import pluggy
@@ -73,6 +73,12 @@ class CheckThresholds:
     """WARNING when free space where the sink stores is below this (``"5GiB"`` or ``"10%"``)."""
     max_drill_age: Duration | None = None
     """WARNING when no restore drill passed within this time; CRITICAL when the latest failed."""
+    max_wal_age: Duration | None = None
+    """CRITICAL when the newest archived WAL file was stored longer ago than this (or none is):
+    the data a failure now would lose. Set it above ``archive_timeout``."""
+    wal_gaps: Literal["critical", "warning", "ignore"] = "critical"
+    """How to report segments missing inside the archived WAL (lost: recovery cannot pass
+    them); segments still ``.ready`` in ``[wal] pg_wal`` are pending, not lost."""
 
     def __attrs_post_init__(self) -> None:
         if self.max_shrink is not None and self.max_shrink > 100:
@@ -115,6 +121,10 @@ class CheckResult:
     """Ids of backups whose manifest cannot be used."""
     future: tuple[str, ...] = ()
     """Ids of future-dated backups (not counted)."""
+    wal_newest_at: datetime | None = None
+    """When the newest archived WAL file was stored (None: no WAL archive, or not read)."""
+    wal_lost: int | None = None
+    """Segments missing inside the archived WAL ranges."""
 
     @property
     def status(self) -> Status:
@@ -134,6 +144,8 @@ class CheckResult:
             text += f", newest {self.newest.backup_id} ({age} old, {human_bytes(self.newest.size)})"
         if self.free_bytes is not None:
             text += f", {human_bytes(self.free_bytes)} free"
+        if self.wal_newest_at is not None:
+            text += f", newest WAL {human_duration(self.checked_at - self.wal_newest_at)} old"
         return text
 
     def lines(self) -> list[str]:
@@ -169,6 +181,17 @@ class CheckResult:
             "total_bytes": self.total_bytes,
             "damaged": list(self.damaged),
             "future": list(self.future),
+            "wal": None
+            if self.wal_newest_at is None and self.wal_lost is None
+            else {
+                "newest_at": None
+                if self.wal_newest_at is None
+                else self.wal_newest_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "newest_age_seconds": None
+                if self.wal_newest_at is None
+                else round((self.checked_at - self.wal_newest_at).total_seconds()),
+                "lost_segments": self.wal_lost,
+            },
             "problems": [
                 {"status": p.status.name, "check": p.check, "message": p.message}
                 for p in self.problems
@@ -203,14 +226,19 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
     sink = config.sink
     location = sink.describe()
 
+    wal: dict[str, Any] = {}
+    wal_problems: list[Problem] = []
+
     def done(problems: list[Problem], **found: Any) -> CheckResult:
+        problems = problems + wal_problems
         problems.sort(key=lambda p: -p.status)
-        return CheckResult(config.name, location, now, tuple(problems), **found)
+        return CheckResult(config.name, location, now, tuple(problems), **found, **wal)
 
     try:
         sink.check()
     except PgVaultError as exc:
         return done([Problem(Status.CRITICAL, "sink", f"sink unreachable: {exc}")])
+    wal_problems += _wal_problems(config, limits, now, wal)
     try:
         contents = Vault(sink, config.name).contents(now)
     except PgVaultError as exc:
@@ -406,3 +434,67 @@ def _drill_problems(vault: Vault, max_drill_age: Duration, now: datetime) -> lis
             )
         )
     return found
+
+
+def _wal_problems(
+    config: PipelineConfig, limits: CheckThresholds, now: datetime, found: dict[str, Any]
+) -> list[Problem]:
+    """The WAL archive's age and gaps, when the vault has one or ``max_wal_age`` asks for it."""
+    from pgvault.wal.archive import WalArchive
+    from pgvault.wal.chain import summarize
+
+    try:
+        chains = summarize(WalArchive(config.sink, config.name), pg_wal=config.wal.pg_wal)
+    except PgVaultError as exc:
+        return [Problem(Status.CRITICAL, "max_wal_age", f"cannot read the WAL archive: {exc}")]
+    if not chains:
+        if limits.max_wal_age is None:
+            return []
+        return [
+            Problem(
+                Status.CRITICAL,
+                "max_wal_age",
+                f"no WAL archived in vault {config.name!r} (max_wal_age {limits.max_wal_age})",
+            )
+        ]
+    problems: list[Problem] = []
+    newest = max(
+        (c for c in chains if c.newest_at is not None),
+        key=lambda c: c.newest_at or now,
+        default=None,
+    )
+    found["wal_newest_at"] = newest.newest_at if newest else None
+    found["wal_lost"] = sum(c.lost for c in chains)
+    if limits.max_wal_age is not None:
+        if newest is None or newest.newest_at is None:
+            problems.append(
+                Problem(Status.CRITICAL, "max_wal_age", "cannot tell when WAL was last archived")
+            )
+        elif now - newest.newest_at > limits.max_wal_age.delta:
+            age = human_duration(now - newest.newest_at)
+            problems.append(
+                Problem(
+                    Status.CRITICAL,
+                    "max_wal_age",
+                    f"newest archived WAL file {newest.newest} was stored {age} ago "
+                    f"(max_wal_age {limits.max_wal_age}): is archiving failing?",
+                )
+            )
+    if limits.wal_gaps != "ignore":
+        status = Status.CRITICAL if limits.wal_gaps == "critical" else Status.WARNING
+        for chain in chains:
+            lost = [g for g in chain.gaps if g.state == "lost"]
+            if not lost:
+                continue
+            first = lost[0]
+            problems.append(
+                Problem(
+                    status,
+                    "wal_gaps",
+                    f"{sum(g.count for g in lost)} WAL segment(s) of {chain.cluster} missing from "
+                    f"the archive, first {chain.name(first.timeline, first.first)}.."
+                    f"{chain.name(first.timeline, first.last)}: recovery cannot pass them "
+                    "(take a new base backup)",
+                )
+            )
+    return problems

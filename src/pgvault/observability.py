@@ -281,6 +281,33 @@ METRICS: dict[str, tuple[str, str]] = {
         "Start time of the newest complete backup at the last check.",
     ),
     "pgvault_sink_free_bytes": ("gauge", "Free space where the sink stores, at the last check."),
+    "pgvault_wal_last_archived_timestamp_seconds": (
+        "gauge",
+        "Unix time this host last stored a WAL file (wal-push or wal-daemon).",
+    ),
+    "pgvault_wal_pushed_total": ("counter", "WAL files stored (or found stored) by wal-push."),
+    "pgvault_wal_push_failures_total": ("counter", "wal-push runs that failed."),
+    "pgvault_wal_ready_files": (
+        "gauge",
+        "Files waiting in pg_wal/archive_status (.ready): the archive backlog.",
+    ),
+    "pgvault_wal_daemon_timestamp_seconds": ("gauge", "Unix time wal-daemon last reported."),
+    "pgvault_wal_newest_timestamp_seconds": (
+        "gauge",
+        "When the newest WAL file in the vault was stored, at the last wal-check.",
+    ),
+    "pgvault_wal_lost_segments": (
+        "gauge",
+        "Segments missing inside the archived WAL ranges (not merely not yet archived).",
+    ),
+    "pgvault_wal_pending_segments": (
+        "gauge",
+        "Segments not archived yet: missing in the vault, still .ready in pg_wal.",
+    ),
+    "pgvault_wal_archiver_failed_count": (
+        "gauge",
+        "pg_stat_archiver.failed_count of the server at the last wal-check.",
+    ),
 }
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)\s*$")
@@ -436,3 +463,47 @@ def record_check_metrics(path: Path, name: str, result: CheckResult) -> None:
             )
         if result.free_bytes is not None:
             samples["pgvault_sink_free_bytes", labels] = result.free_bytes
+        if result.wal_newest_at is not None:
+            samples["pgvault_wal_newest_timestamp_seconds", labels] = (
+                result.wal_newest_at.timestamp()
+            )
+        if result.wal_lost is not None:
+            samples["pgvault_wal_lost_segments", labels] = result.wal_lost
+
+
+def record_wal_metrics(
+    path: Path,
+    name: str,
+    *,
+    last_archived_at: datetime | None = None,
+    pushed: int = 0,
+    failed: int = 0,
+    ready: int | None = None,
+    daemon_at: datetime | None = None,
+    newest_at: datetime | None = None,
+    lost: int | None = None,
+    pending: int | None = None,
+    archiver_failed: int | None = None,
+) -> None:
+    """Record WAL archive figures of vault ``name`` (only those given) in the metrics file."""
+    labels = _labels(name)
+    with _locked(path) as samples:
+
+        def put(metric: str, value: float | None) -> None:
+            if value is not None:
+                samples[metric, labels] = value
+
+        def add(metric: str, value: int) -> None:
+            samples[metric, labels] = samples.get((metric, labels), 0) + value
+
+        if last_archived_at is not None:
+            put("pgvault_wal_last_archived_timestamp_seconds", last_archived_at.timestamp())
+        if pushed or failed:
+            add("pgvault_wal_pushed_total", pushed)
+            add("pgvault_wal_push_failures_total", failed)
+        put("pgvault_wal_ready_files", ready)
+        put("pgvault_wal_daemon_timestamp_seconds", daemon_at.timestamp() if daemon_at else None)
+        put("pgvault_wal_newest_timestamp_seconds", newest_at.timestamp() if newest_at else None)
+        put("pgvault_wal_lost_segments", lost)
+        put("pgvault_wal_pending_segments", pending)
+        put("pgvault_wal_archiver_failed_count", archiver_failed)

@@ -11,7 +11,7 @@ the lease of (see :mod:`pgvault.runlock`) is never touched, whatever its age. Th
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -38,6 +38,30 @@ class PruneFailure:
 
 
 @attrs.frozen
+class WalPrune:
+    """WAL files below the horizon: stored before the oldest kept backup started, less
+    ``keep_wal_within``. History files are never removed; files whose age the sink cannot tell
+    are kept."""
+
+    horizon: datetime | None
+    removable: tuple[str, ...]
+    """Keys below the horizon (removed unless a dry run)."""
+    kept: int
+    removed: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "horizon": _iso(self.horizon) if self.horizon else None,
+            "removable": len(self.removable),
+            "removed": len(self.removed),
+            "kept": self.kept,
+            "failures": list(self.failures),
+        }
+
+
+@attrs.frozen
 class PruneResult:
     """What ``prune`` decided and did."""
 
@@ -49,6 +73,8 @@ class PruneResult:
     failures: tuple[PruneFailure, ...] = ()
     partials_removed: int = 0
     """Leftovers of interrupted writes (temporary files, multipart uploads) removed too."""
+    wal: WalPrune | None = None
+    """What happened to the WAL archive (None: the vault has none)."""
 
     @property
     def leftovers(self) -> tuple[str, ...]:
@@ -82,6 +108,7 @@ class PruneResult:
             "failures": [{"backup_id": f.backup_id, "message": f.message} for f in self.failures],
             "partials_removed": self.partials_removed,
             "leftovers": list(self.leftovers),
+            "wal": None if self.wal is None else self.wal.to_dict(),
         }
 
 
@@ -126,7 +153,8 @@ def prune(
         running,
     )
     if dry_run:
-        return PruneResult(config.name, retention, dry_run=True)
+        wal_plan = _wal_plan(vault, retention)
+        return PruneResult(config.name, retention, dry_run=True, wal=wal_plan)
 
     removed: list[str] = []
     failures: list[PruneFailure] = []
@@ -141,6 +169,10 @@ def prune(
         removed.append(decision.backup_id)
         log.info("removed backup %s (%s)", decision.backup_id, "; ".join(decision.reasons))
     partials = _remove_partials(vault, retention, set(removed), now, set(running))
+    wal_plan = _wal_plan(vault, retention)
+    if wal_plan is not None:
+        wal_plan, wal_partials = _prune_wal(vault, wal_plan)
+        partials += wal_partials
     result = PruneResult(
         config.name,
         retention,
@@ -148,6 +180,7 @@ def prune(
         removed=tuple(removed),
         failures=tuple(failures),
         partials_removed=partials,
+        wal=wal_plan,
     )
     log.info(
         "prune of %s: kept %d, removed %d, %d failed",
@@ -199,3 +232,57 @@ def _remove_partials(
         except PgVaultError as exc:
             log.warning("could not remove unfinished write %s: %s", name, exc)
     return count
+
+
+def _wal_plan(vault: Vault, retention: RetentionPlan) -> WalPrune | None:
+    """Which WAL files fall below the horizon (see :class:`WalPrune`); None without WAL."""
+    from pgvault.wal.archive import WalArchive
+    from pgvault.wal.names import Kind
+
+    archive = WalArchive(vault.sink, vault.name)
+    records = archive.clusters()
+    if not records:
+        return None
+    kept = [d.started_at for d in retention.kept if d.complete and d.started_at is not None]
+    horizon = None
+    if kept:
+        margin = retention.policy.keep_wal_within
+        horizon = min(kept) - (margin.delta if margin is not None else timedelta(0))
+    removable: list[str] = []
+    keep = 0
+    for record in records:
+        for item in archive.list(record.cluster):
+            if (
+                horizon is not None
+                and item.name.kind is not Kind.HISTORY
+                and item.modified is not None
+                and item.modified < horizon
+            ):
+                removable.append(item.key)
+            else:
+                keep += 1
+    return WalPrune(horizon, tuple(removable), keep)
+
+
+def _prune_wal(vault: Vault, wal: WalPrune) -> tuple[WalPrune, int]:
+    """Remove the WAL files below the horizon, and leftovers of interrupted WAL writes (a WAL
+    write takes seconds: one that prune cuts short fails, and PostgreSQL simply retries it)."""
+    removed: list[str] = []
+    failures: list[str] = []
+    for key in wal.removable:
+        try:
+            vault.sink.delete(key)
+            removed.append(key)
+        except PgVaultError as exc:
+            log.warning("could not remove WAL file %s: %s", key, exc)
+            failures.append(f"{key}: {exc}")
+    partials = 0
+    for name in vault.sink.list_partials(f"{vault.name}/wal/"):
+        try:
+            vault.sink.delete_partial(name)
+            partials += 1
+        except PgVaultError as exc:
+            log.warning("could not remove unfinished WAL write %s: %s", name, exc)
+    if removed:
+        log.info("removed %d WAL file(s) stored before %s", len(removed), wal.horizon)
+    return attrs.evolve(wal, removed=tuple(removed), failures=tuple(failures)), partials

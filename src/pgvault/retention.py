@@ -87,6 +87,9 @@ class RetentionPolicy:
     """Keep every backup started within this time of the newest one (``"30d"``)."""
     timezone: TimeZoneName = _UTC
     """Time zone whose calendar defines hours, days, weeks, months and years."""
+    keep_wal_within: Duration | None = None
+    """WAL archived this long before the oldest kept backup is kept too (``"1d"``); older WAL
+    is removed by prune, history files never. Without any kept backup no WAL is removed."""
     incomplete_grace: Duration = _TWO_DAYS
     """Age after which a backup folder without a manifest is a leftover, not a run in progress.
 

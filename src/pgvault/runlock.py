@@ -284,6 +284,8 @@ def _take(vault: Vault, key: str, lease: Lease) -> None:
         return
     if not created:
         current = _read_lease(vault, key)
+        if current is not None and current.token == lease.token:
+            return  # a retried create whose first try had landed: the lease is ours
         if current is not None and (held is None or current.token != held.token):
             raise _locked(vault, current)  # it appeared since we looked: that run won
         vault.sink.delete(key)  # the stale lease judged above (or one nobody can read)

@@ -14,25 +14,46 @@ The contract every sink keeps, and the conformance suite in :mod:`pgvault.testin
 * **Clear errors.** Failures raise :class:`~pgvault.exceptions.SinkError` naming the key and the
   cause; a missing object raises :class:`~pgvault.exceptions.ObjectNotFoundError`.
 * **No secrets.** ``describe()`` and every message leave credentials out.
+* **Create-if-absent.** :meth:`Sink.open_writer_if_absent` writes like :meth:`Sink.open_writer`,
+  but its commit never replaces an object: if the key exists, it raises
+  :class:`~pgvault.exceptions.ObjectExistsError` and leaves that object as it was. WAL segments
+  and history files are written this way, so a second cluster (or a split brain) can never
+  overwrite what the first archived. :attr:`Sink.create_guarantee` says how strong the promise
+  is: :attr:`CreateGuarantee.ATOMIC` when the backend itself refuses the commit (``link()``, an
+  S3 conditional put, a GCS generation precondition), so of two writers racing for one key
+  exactly one commit succeeds; :attr:`CreateGuarantee.CHECKED` (the default a sink inherits)
+  when the key is looked up just before the commit, so two writers racing inside that window may
+  both succeed and the later one's object stays (whole: never a mix of both). A commit whose
+  answer was lost and which is retried may report ``ObjectExistsError`` for the object it just
+  created itself: a caller that must tell compares the content (the WAL archive does).
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
+import enum
 from collections.abc import Iterator
+from datetime import datetime
 from types import TracebackType
 from typing import ClassVar
 
 import attrs
 
+from pgvault.exceptions import ObjectExistsError
+
 
 @attrs.frozen
 class ObjectInfo:
-    """One stored object: its key relative to the sink root, and its size in bytes."""
+    """One stored object: its key relative to the sink root, and its size in bytes.
+
+    ``modified`` is when it was last written, when the backend's listing says so at no extra cost
+    (None otherwise); it does not take part in comparisons.
+    """
 
     key: str
     size: int
+    modified: datetime | None = attrs.field(default=None, eq=False)
 
 
 class ObjectWriter(abc.ABC):
@@ -66,11 +87,24 @@ class ObjectWriter(abc.ABC):
             self.abort()
 
 
+class CreateGuarantee(enum.Enum):
+    """How :meth:`Sink.open_writer_if_absent` keeps its promise (see the module doc)."""
+
+    ATOMIC = "atomic"
+    """The backend refuses the commit if the key exists: of racing writers exactly one wins."""
+    CHECKED = "checked"
+    """The key is looked up just before the commit: racing writers may both succeed."""
+
+
 class Sink(abc.ABC):
     """A place that stores a vault's objects."""
 
     type_name: ClassVar[str]
     """The entry-point name users write as ``[sink] type``."""
+
+    create_guarantee: ClassVar[CreateGuarantee] = CreateGuarantee.CHECKED
+    """How :meth:`open_writer_if_absent` is kept; a sink whose backend can refuse a commit
+    atomically overrides both (and the conformance suite then checks a real race)."""
 
     @abc.abstractmethod
     def open_writer(self, key: str) -> ObjectWriter:
@@ -106,6 +140,18 @@ class Sink(abc.ABC):
             writer.write(data)
             writer.commit()
 
+    def open_writer_if_absent(self, key: str) -> ObjectWriter:
+        """Like :meth:`open_writer`, but the commit raises ObjectExistsError, and stores nothing,
+        if ``key`` already exists. The default checks just before committing
+        (:attr:`CreateGuarantee.CHECKED`)."""
+        return _CheckedWriter(self, key, self.open_writer(key))
+
+    def write_bytes_if_absent(self, key: str, data: bytes) -> None:
+        """Store ``data`` as ``key`` unless ``key`` exists (then ObjectExistsError)."""
+        with self.open_writer_if_absent(key) as writer:
+            writer.write(data)
+            writer.commit()
+
     def read_bytes(self, key: str) -> bytes:
         """The whole content of ``key``; for small objects such as manifests."""
         return b"".join(self.open_reader(key))
@@ -118,10 +164,17 @@ class Sink(abc.ABC):
         """Store ``data`` as ``key`` only if no object has that key, atomically on the backend:
         True if stored, False if the key already existed (it is then left as it was).
 
-        Run leases use it where it exists (see :mod:`pgvault.runlock`). The default raises
-        NotImplementedError: a backend that cannot do it atomically must not pretend to.
+        Run leases use it (see :mod:`pgvault.runlock`). Only a sink whose
+        :attr:`create_guarantee` is :attr:`CreateGuarantee.ATOMIC` offers it; for the others it
+        raises NotImplementedError: a backend that cannot do it atomically must not pretend to.
         """
-        raise NotImplementedError(f"{self.type_name} sink: no atomic create-if-absent")
+        if self.create_guarantee is not CreateGuarantee.ATOMIC:
+            raise NotImplementedError(f"{self.type_name} sink: no atomic create-if-absent")
+        try:
+            self.write_bytes_if_absent(key, data)
+        except ObjectExistsError:
+            return False
+        return True
 
     def check(self) -> None:
         """Raise SinkError if the sink cannot be reached or written; the default lists the root."""
@@ -138,3 +191,31 @@ class Sink(abc.ABC):
     def delete_partial(self, name: str) -> None:
         """Remove one leftover named by :meth:`list_partials`; a missing one is not an error."""
         self.delete(name)
+
+
+class _CheckedWriter(ObjectWriter):
+    """The default create-if-absent writer: look the key up, then commit (not atomic)."""
+
+    def __init__(self, sink: Sink, key: str, inner: ObjectWriter) -> None:
+        self._sink = sink
+        self._key = key
+        self._inner = inner
+
+    def write(self, data: bytes) -> None:
+        self._inner.write(data)
+
+    def commit(self) -> None:
+        try:
+            taken = self._sink.exists(self._key)
+        except BaseException:
+            self._inner.abort()
+            raise
+        if taken:
+            self._inner.abort()
+            raise ObjectExistsError(
+                f"{self._sink.describe()}: {self._key} already exists", key=self._key
+            )
+        self._inner.commit()
+
+    def abort(self) -> None:
+        self._inner.abort()

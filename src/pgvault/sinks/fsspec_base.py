@@ -26,11 +26,17 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
-from pgvault.exceptions import ObjectArchivedError, ObjectNotFoundError, SinkError
+from pgvault.exceptions import (
+    ObjectArchivedError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    SinkError,
+)
 from pgvault.sinks.api import ObjectInfo, ObjectWriter, Sink
 from pgvault.sinks.local import PARTIAL_MARKER
 from pgvault.sinks.retry import GaveUpError, RetryPolicy, chain
@@ -135,6 +141,17 @@ class FsspecSink(Sink):
     def _new_upload(self, path: str) -> Upload:
         """An upload session for the object at fsspec path ``path`` (no remote call yet)."""
 
+    def _new_upload_if_absent(self, path: str) -> Upload | None:
+        """An upload session whose ``complete`` the backend refuses if ``path`` exists (raising
+        an error :meth:`_is_exists` recognises), or None when the backend cannot: then
+        :meth:`open_writer_if_absent` checks before committing. A sink that returns one declares
+        ``create_guarantee = CreateGuarantee.ATOMIC``."""
+        return None
+
+    def _is_exists(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the backend refusing a create-if-absent commit (key taken)."""
+        return any(isinstance(e, FileExistsError) for e in chain(exc))
+
     def _transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` is worth retrying; the default knows network-level failures."""
         return any(_is_network_error(e) for e in chain(exc))
@@ -215,11 +232,19 @@ class FsspecSink(Sink):
             return None
         return path[len(root) + 1 :]
 
-    def call(self, what: str, fn: Callable[[], T], *, key: str | None = None) -> T:
+    def call(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        *,
+        key: str | None = None,
+        exists_key: str | None = None,
+    ) -> T:
         """Run remote operation ``fn`` under the retry policy, translating its failures.
 
         ``what`` names the operation for messages (``upload part 3 of app/x``). With ``key``, a
-        not-found error becomes :class:`ObjectNotFoundError` for that key.
+        not-found error becomes :class:`ObjectNotFoundError` for that key; with ``exists_key``,
+        a refused create-if-absent becomes :class:`ObjectExistsError` for that key.
         """
         try:
             return self.retry_policy.call(
@@ -236,6 +261,10 @@ class FsspecSink(Sink):
                 f"{exc.attempts} attempts in {exc.elapsed:.1f}s)"
             ) from exc.last
         except Exception as exc:
+            if exists_key is not None and self._is_exists(exc):
+                raise ObjectExistsError(
+                    f"{self.describe()}: {exists_key} already exists", key=exists_key
+                ) from exc
             if key is not None and self._is_not_found(exc):
                 raise ObjectNotFoundError(f"{self.describe()}: {key} does not exist") from exc
             archived = self._archived_error(exc, key) if key is not None else None
@@ -247,6 +276,12 @@ class FsspecSink(Sink):
 
     def open_writer(self, key: str) -> ObjectWriter:
         return PartWriter(self, key, self._new_upload(self._path(key)))
+
+    def open_writer_if_absent(self, key: str) -> ObjectWriter:
+        upload = self._new_upload_if_absent(self._path(key))
+        if upload is None:
+            return super().open_writer_if_absent(key)
+        return PartWriter(self, key, upload, exclusive=True)
 
     def open_reader(self, key: str) -> Iterator[bytes]:
         path = self._path(key)
@@ -306,7 +341,9 @@ class FsspecSink(Sink):
                 continue
             if PARTIAL_MARKER in key.rsplit("/", 1)[-1]:
                 continue
-            out.append(ObjectInfo(key=key, size=int(info.get("size") or 0)))
+            out.append(
+                ObjectInfo(key=key, size=int(info.get("size") or 0), modified=_modified(info))
+            )
         return out
 
     def delete(self, key: str) -> None:
@@ -339,10 +376,13 @@ class PartWriter(ObjectWriter):
     next ``write`` or on ``commit``.
     """
 
-    def __init__(self, sink: FsspecSink, key: str, upload: Upload) -> None:
+    def __init__(
+        self, sink: FsspecSink, key: str, upload: Upload, *, exclusive: bool = False
+    ) -> None:
         self._sink = sink
         self._key = key
         self._upload = upload
+        self._exclusive = exclusive
         self._part_size = sink.part_size_mib * MIB
         self._buffer = bytearray()
         self._offset = 0
@@ -400,7 +440,9 @@ class PartWriter(ObjectWriter):
             self._buffer = bytearray()
             number, offset = self._parts + 1, self._offset
             self._sink.call(
-                f"complete {self._key}", lambda: self._upload.complete(number, offset, tail)
+                f"complete {self._key}",
+                lambda: self._upload.complete(number, offset, tail),
+                exists_key=self._key if self._exclusive else None,
             )
         except BaseException:
             self.abort()
@@ -491,6 +533,26 @@ def _is_network_error(exc: BaseException) -> bool:
     }:
         return True
     return module.startswith("fsspec") and name == "FSTimeoutError"
+
+
+def _modified(info: dict[str, Any]) -> datetime | None:
+    """When an fsspec listing entry was last written: S3's ``LastModified``, GCS's ``updated``,
+    SFTP's ``mtime`` (a datetime, an ISO string or a Unix time, depending on the backend)."""
+    for field in ("LastModified", "last_modified", "updated", "mtime"):
+        value = info.get(field)
+        if value is None:
+            continue
+        try:
+            if isinstance(value, datetime):
+                when = value
+            elif isinstance(value, int | float):
+                when = datetime.fromtimestamp(value, UTC)
+            else:
+                when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except (ValueError, OSError, OverflowError):
+            continue
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,7 +3,9 @@
 Every object goes up as a resumable upload straight to its final name: GCS shows the object only
 when the last chunk is accepted, which is the atomic commit the sink contract asks for. Chunks are
 retried one by one; before re-sending, the sink asks the upload how much it already holds, so a
-connection lost mid-chunk neither duplicates nor drops bytes. An aborted write cancels its upload
+connection lost mid-chunk neither duplicates nor drops bytes. A create-if-absent write opens its
+session with ``ifGenerationMatch=0``: GCS refuses to finalise it (412) if the name exists by then,
+atomically on the service. An aborted write cancels its upload
 session (GCS also expires abandoned sessions after a week; they never show as objects).
 
 Credentials come from the Google chain (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's application
@@ -27,6 +29,7 @@ import attrs
 import gcsfs.core
 import gcsfs.retry
 
+from pgvault.sinks.api import CreateGuarantee
 from pgvault.sinks.fsspec_base import FsspecSink, Upload, parse_bucket_url
 from pgvault.sinks.retry import chain
 
@@ -46,6 +49,7 @@ class GcsSink(FsspecSink):
 
     type_name: ClassVar[str] = "gcs"
     scheme: ClassVar[str] = "gs"
+    create_guarantee: ClassVar[CreateGuarantee] = CreateGuarantee.ATOMIC
 
     url: str = attrs.field(validator=_bucket_url)
     """``gs://bucket/prefix``; the prefix may be empty."""
@@ -106,6 +110,10 @@ class GcsSink(FsspecSink):
     def _new_upload(self, path: str) -> Upload:
         bucket, _, key = path.partition("/")
         return _GcsUpload(self, bucket, key)
+
+    def _new_upload_if_absent(self, path: str) -> Upload:
+        bucket, _, key = path.partition("/")
+        return _GcsUpload(self, bucket, key, if_absent=True)
 
     def request(self, method: str, url: str, **kwargs: Any) -> tuple[Any, bytes]:
         """One HTTP request through gcsfs's authenticated session: (headers, body)."""
@@ -170,10 +178,13 @@ def _line(exc: BaseException) -> str:
 class _GcsUpload(Upload):
     """A resumable upload session, opened at the first chunk."""
 
-    def __init__(self, sink: GcsSink, bucket: str, key: str) -> None:
+    def __init__(self, sink: GcsSink, bucket: str, key: str, *, if_absent: bool = False) -> None:
         self._sink = sink
         self._bucket = bucket
         self._key = key
+        # Generation 0 means "no live object": the service then refuses to finalise the upload
+        # if one appeared meanwhile.
+        self._condition: dict[str, Any] = {"ifGenerationMatch": 0} if if_absent else {}
         self._location: str | None = None
         self._tried = False
 
@@ -188,6 +199,7 @@ class _GcsUpload(Upload):
                 f"{fs._location}/upload/storage/v1/b/{quote(self._bucket, safe='')}/o",
                 uploadType="resumable",
                 json=resource,
+                **self._condition,
                 headers={"X-Upload-Content-Type": "application/octet-stream"},
             )
             location = headers["Location"]

@@ -2,6 +2,10 @@
 
 Objects are written under a temporary name in the target folder, fsynced, then renamed into
 place, and the folder is fsynced, so a crash leaves either the old state or the complete object.
+A create-if-absent write (:meth:`LocalSink.open_writer_if_absent`) publishes the temporary file
+with ``link()`` instead, which the kernel refuses atomically when the name exists; on a file
+system without hard links it falls back to ``renameat2(RENAME_NOREPLACE)`` (Linux), and fails
+rather than replace anything when neither is there.
 Folders are created 0700 and files 0600 whatever the umask: a vault holds whole databases.
 """
 
@@ -9,18 +13,21 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 import attrs
 
-from pgvault.exceptions import ObjectNotFoundError, SinkError
-from pgvault.sinks.api import ObjectInfo, ObjectWriter, Sink
+from pgvault.exceptions import ObjectExistsError, ObjectNotFoundError, SinkError
+from pgvault.sinks.api import CreateGuarantee, ObjectInfo, ObjectWriter, Sink
 
 PARTIAL_MARKER = ".partial-"
 """Infix of temporary file names; such files are never listed and are cleaned by prune."""
@@ -45,6 +52,7 @@ class LocalSink(Sink):
     """Stores objects as files under ``path``; relative paths are resolved against the config."""
 
     type_name: ClassVar[str] = "local"
+    create_guarantee: ClassVar[CreateGuarantee] = CreateGuarantee.ATOMIC
 
     path: Path = attrs.field(converter=Path)
 
@@ -71,6 +79,12 @@ class LocalSink(Sink):
             d.chmod(0o700)  # mkdir's mode is filtered by the umask; the vault's is not.
 
     def open_writer(self, key: str) -> ObjectWriter:
+        return self._writer(key, exclusive=False)
+
+    def open_writer_if_absent(self, key: str) -> ObjectWriter:
+        return self._writer(key, exclusive=True)
+
+    def _writer(self, key: str, *, exclusive: bool) -> ObjectWriter:
         target = self._file(key)
         try:
             self._make_dirs(target.parent)
@@ -78,29 +92,7 @@ class LocalSink(Sink):
             raise SinkError(
                 f"local sink: cannot create folder {target.parent}: {_describe_os_error(exc)}"
             ) from exc
-        return _LocalWriter(target, self.path)
-
-    def create_if_absent(self, key: str, data: bytes) -> bool:
-        """Atomic: the data goes to a temporary file, which link(2) gives the final name only
-        if that name does not exist (on NFS too, unlike a rename, which would replace it)."""
-        target = self._file(key)
-        try:
-            self._make_dirs(target.parent)
-            writer = _LocalWriter(target, self.path)
-            writer.write(data)
-            temp = writer.flush_for_link()
-            try:
-                os.link(temp, target)
-            except FileExistsError:
-                return False
-            finally:
-                temp.unlink(missing_ok=True)
-            _fsync_dir(target.parent)
-        except OSError as exc:
-            raise SinkError(
-                f"local sink: cannot create {target}: {_describe_os_error(exc)}"
-            ) from exc
-        return True
+        return _LocalWriter(target, self.path, key=key, exclusive=exclusive)
 
     def open_reader(self, key: str) -> Iterator[bytes]:
         target = self._file(key)
@@ -135,11 +127,14 @@ class LocalSink(Sink):
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         try:
-            return [
-                ObjectInfo(key=key, size=full.stat().st_size)
-                for key, full in self._walk(prefix)
-                if PARTIAL_MARKER not in full.name
-            ]
+            found = []
+            for key, full in self._walk(prefix):
+                if PARTIAL_MARKER in full.name:
+                    continue
+                stat = full.stat()
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                found.append(ObjectInfo(key=key, size=stat.st_size, modified=modified))
+            return found
         except OSError as exc:
             raise SinkError(
                 f"local sink: cannot list {prefix!r}: {_describe_os_error(exc)}"
@@ -246,10 +241,49 @@ def _read_chunks(handle: BinaryIO, target: Path) -> Iterator[bytes]:
             yield chunk
 
 
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _rename_noreplace(source: Path, target: Path) -> None:
+    """``renameat2(..., RENAME_NOREPLACE)``: rename unless ``target`` exists (Linux ≥ 3.15)."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    done = renameat2(
+        _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+    )
+    if done != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
+
+
+def _publish_exclusive(temp: Path, target: Path) -> None:
+    """Give ``temp`` the name ``target`` unless that name exists (FileExistsError then)."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        # No hard links here (some FUSE and network file systems): the kernel's own
+        # no-replace rename is as atomic. Without it, refuse rather than risk a replace.
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        _rename_noreplace(temp, target)
+        return
+    temp.unlink()
+
+
 class _LocalWriter(ObjectWriter):
-    def __init__(self, target: Path, root: Path | None = None) -> None:
+    def __init__(
+        self, target: Path, root: Path | None = None, *, key: str = "", exclusive: bool = False
+    ) -> None:
         self._target = target
         self._root = root or target.parent
+        self._key = key
+        self._exclusive = exclusive
         self._temp = target.with_name(f".{target.name}{PARTIAL_MARKER}{secrets.token_hex(4)}")
         try:
             fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -282,7 +316,16 @@ class _LocalWriter(ObjectWriter):
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
-            self._temp.replace(self._target)
+            if self._exclusive:
+                try:
+                    _publish_exclusive(self._temp, self._target)
+                except FileExistsError:
+                    self.abort()
+                    raise ObjectExistsError(
+                        f"local sink: {self._target} already exists", key=self._key
+                    ) from None
+            else:
+                self._temp.replace(self._target)
             _fsync_dir(self._target.parent)
         except OSError as exc:
             raise self._fail(exc, "cannot commit") from exc
@@ -299,13 +342,3 @@ class _LocalWriter(ObjectWriter):
         # empty, where no listing of objects shows it. rmdir removes only empty folders, so a
         # sibling artifact still being written keeps it.
         _remove_empty_folders(self._target.parent, self._root)
-
-    def flush_for_link(self) -> Path:
-        """Make the written data durable and close it; return the temporary file (which the
-        caller links into place and then removes)."""
-        if self._fd is None:
-            raise SinkError(f"local sink: {self._target} was already closed")
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        return self._temp

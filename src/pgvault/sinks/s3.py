@@ -11,6 +11,12 @@ results, written through ``write_bytes``) stay in the bucket's default class, si
 DEEP_ARCHIVE) cannot; tiny objects are also cheapest in STANDARD, which bills no minimum size.
 Reading an artifact that is archived raises :class:`~pgvault.exceptions.ObjectArchivedError`,
 whose one line says to request a restore and how long that takes.
+A create-if-absent write sends ``If-None-Match: *`` with the PUT or the CompleteMultipartUpload,
+which S3 (since 2024), MinIO and moto refuse with 412 when the key exists: atomic on the store. A
+store that ignores the header would replace silently, so check yours with the conformance suite
+before trusting it for WAL. Objects created that way (WAL segments and history files, cluster
+records, run leases) also stay in the bucket's default class: recovery's ``restore_command`` and
+the run lock must read them at once.
 
 Credentials come from the AWS chain (environment, shared profile, instance or task role) unless
 given as options, typically as ``${ENV}`` values; they never appear in ``describe()``, ``repr``,
@@ -34,6 +40,7 @@ import botocore.parsers
 import s3fs
 
 from pgvault.exceptions import ObjectArchivedError
+from pgvault.sinks.api import CreateGuarantee
 from pgvault.sinks.fsspec_base import FsspecSink, PartWriter, Upload, parse_bucket_url
 from pgvault.sinks.retry import chain
 
@@ -141,6 +148,7 @@ class S3Sink(FsspecSink):
 
     type_name: ClassVar[str] = "s3"
     scheme: ClassVar[str] = "s3"
+    create_guarantee: ClassVar[CreateGuarantee] = CreateGuarantee.ATOMIC
     min_part_mib: ClassVar[int] = 5
     parts_in_flight: ClassVar[int] = 2
 
@@ -240,6 +248,17 @@ class S3Sink(FsspecSink):
             writer.write(data)
             writer.commit()
 
+    def _new_upload_if_absent(self, path: str) -> Upload:
+        bucket, _, key = path.partition("/")
+        return _S3Upload(self, bucket, key, index=True, if_absent=True)
+
+    def _is_exists(self, exc: BaseException) -> bool:
+        for e in chain(exc):
+            if isinstance(e, botocore.exceptions.ClientError):
+                code, status = _code(e)
+                return code == "PreconditionFailed" or status == 412
+        return False
+
     def s3(self, method: str, **kwargs: Any) -> Any:
         """Call botocore ``method`` once, through s3fs's client (for uploads and checks)."""
         fs: Any = self._fs()
@@ -314,7 +333,14 @@ class S3Sink(FsspecSink):
         for e in chain(exc):
             if isinstance(e, botocore.exceptions.ClientError):
                 code, status = _code(e)
-                return code in _THROTTLING or status in (408, 429) or status >= 500
+                # 409 ConditionalRequestConflict: another conditional write to the key was in
+                # flight; the retry then gets a definite answer (success or 412).
+                return (
+                    code in _THROTTLING
+                    or code == "ConditionalRequestConflict"
+                    or status in (408, 429)
+                    or status >= 500
+                )
             if isinstance(
                 e,
                 botocore.exceptions.HTTPClientError
@@ -380,10 +406,13 @@ def _code(exc: Any) -> tuple[str, int]:
 class _S3Upload(Upload):
     """One PUT for small objects, a multipart upload (created at the first part) otherwise."""
 
-    def __init__(self, sink: S3Sink, bucket: str, key: str, *, index: bool = False) -> None:
+    def __init__(
+        self, sink: S3Sink, bucket: str, key: str, *, index: bool = False, if_absent: bool = False
+    ) -> None:
         self._sink = sink
         self._bucket = bucket
         self._key = key
+        self._condition: dict[str, str] = {"IfNoneMatch": "*"} if if_absent else {}
         self._lock = threading.Lock()
         self._upload_id: str | None = None
         self._etags: dict[int, str] = {}
@@ -415,7 +444,12 @@ class _S3Upload(Upload):
     def complete(self, number: int, offset: int, tail: bytes) -> None:
         if self._upload_id is None:
             self._sink.s3(
-                "put_object", Bucket=self._bucket, Key=self._key, Body=tail, **self._extra
+                "put_object",
+                Bucket=self._bucket,
+                Key=self._key,
+                Body=tail,
+                **self._extra,
+                **self._condition,
             )
             return
         if tail or not self._etags:
@@ -427,6 +461,7 @@ class _S3Upload(Upload):
             Key=self._key,
             UploadId=self._upload_id,
             MultipartUpload={"Parts": parts},
+            **self._condition,
         )
         self._upload_id = None
 

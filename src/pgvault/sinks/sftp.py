@@ -2,8 +2,12 @@
 
 An object is written to a hidden temporary name beside its final one, part by part at explicit
 offsets (so a part can be re-sent on a fresh connection after a drop), then renamed into place
-with the POSIX rename extension, which replaces atomically. Temporary names carry the same
-marker as the local sink's: ``list`` never shows them and prune removes them.
+with the POSIX rename extension, which replaces atomically. A create-if-absent write links the
+temporary file to its final name instead (``hardlink@openssh.com``, offered by OpenSSH and
+asyncssh; the server's ``link()`` refuses an existing name atomically), or, on a server without
+that extension, uses SFTP's own rename, which by the protocol never replaces (OpenSSH implements
+it with ``link()`` too; other servers may check and rename in two steps). Temporary names carry
+the same marker as the local sink's: ``list`` never shows them and prune removes them.
 
 Authentication is by key only (``key_file``, or the SSH agent and ``~/.ssh/id_*``). The server's
 host key must be in ``known_hosts`` (``~/.ssh/known_hosts`` by default); an unknown host is
@@ -25,9 +29,11 @@ from urllib.parse import unquote, urlsplit
 # "pip install 'pgvault[sftp]'".
 import asyncssh
 import attrs
+import fsspec.asyn
 import sshfs
 
 from pgvault.exceptions import SinkError
+from pgvault.sinks.api import CreateGuarantee
 from pgvault.sinks.fsspec_base import FsspecSink, Upload
 from pgvault.sinks.local import PARTIAL_MARKER
 from pgvault.sinks.retry import chain
@@ -77,6 +83,7 @@ class SftpSink(FsspecSink):
 
     type_name: ClassVar[str] = "sftp"
     scheme: ClassVar[str] = "sftp"
+    create_guarantee: ClassVar[CreateGuarantee] = CreateGuarantee.ATOMIC
 
     url: str = attrs.field(validator=_sftp_url)
     """``sftp://user@host:port/absolute/path``; the user defaults to the local one."""
@@ -172,6 +179,9 @@ class SftpSink(FsspecSink):
     def _new_upload(self, path: str) -> Upload:
         return _SftpUpload(self, path)
 
+    def _new_upload_if_absent(self, path: str) -> Upload:
+        return _SftpUpload(self, path, exclusive=True)
+
     def _read_range(self, path: str, start: int, end: int) -> bytes:
         # sshfs's cat_file ignores ranges: read the span through a file handle instead.
         with self._fs().open(path, "rb") as handle:
@@ -252,9 +262,10 @@ class SftpSink(FsspecSink):
 class _SftpUpload(Upload):
     """Writes a temporary file part by part at explicit offsets, then renames it into place."""
 
-    def __init__(self, sink: SftpSink, path: str) -> None:
+    def __init__(self, sink: SftpSink, path: str, *, exclusive: bool = False) -> None:
         self._sink = sink
         self._path = path
+        self._exclusive = exclusive
         parent, _, name = path.rpartition("/")
         self._parent = parent or "/"
         self._temp = f"{parent}/.{name}{PARTIAL_MARKER}{secrets.token_hex(4)}"
@@ -280,8 +291,38 @@ class _SftpUpload(Upload):
 
     def complete(self, number: int, offset: int, tail: bytes) -> None:
         self._write(offset, tail, final=True)
-        self._sink._fs().mv(self._temp, self._path)
+        if self._exclusive:
+            self._publish_exclusive()
+        else:
+            self._sink._fs().mv(self._temp, self._path)
         self._started = False
+
+    def _publish_exclusive(self) -> None:
+        """Give the temporary file its final name unless that exists (FileExistsError then)."""
+        fs: Any = self._sink._fs()
+        temp, final = self._temp, self._path
+
+        async def publish() -> bool:
+            async with fs._pool.get() as channel:
+                try:
+                    await channel.link(temp, final)
+                except asyncssh.SFTPOpUnsupported:
+                    await channel.rename(temp, final)  # SFTP's rename: never replaces
+                    return False
+                return True
+
+        try:
+            linked = fsspec.asyn.sync(fs.loop, publish)
+        except asyncssh.SFTPError:
+            # Servers answer a taken name with various codes (SFTPv3 has only "failure").
+            if fs.exists(final):
+                with contextlib.suppress(Exception):
+                    fs.rm_file(temp)
+                raise FileExistsError(final) from None
+            raise
+        if linked:
+            with contextlib.suppress(Exception):
+                fs.rm_file(temp)  # a leftover is a partial: prune removes it
 
     def abort(self) -> None:
         if not self._started:

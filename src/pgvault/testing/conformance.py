@@ -13,6 +13,12 @@ and SFTP servers; start your own for other backends)::
             return MySink(url=my_server.url, part_size_mib=5)
 
 Every test works under its own random key prefix, so the sink may be shared between tests.
+
+Create-if-absent (:meth:`~pgvault.sinks.api.Sink.open_writer_if_absent`) is checked for every
+sink: an existing key is never replaced. The race test holds each sink to the guarantee it
+declares in ``create_guarantee``: with ``ATOMIC``, of writers racing for one key exactly one
+commit succeeds and its bytes are what is stored; with ``CHECKED`` (what a sink inherits), only
+that whatever is stored is one writer's whole object. A sink never skips either test.
 Optional fixtures refine the checks: ``sink_secrets`` (strings that must never appear in
 ``describe()`` or ``repr()``) and the class attribute :attr:`large_object_size`.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +35,8 @@ from typing import ClassVar
 
 import pytest
 
-from pgvault.exceptions import ObjectNotFoundError, PgVaultError
-from pgvault.sinks.api import ObjectInfo, Sink
+from pgvault.exceptions import ObjectExistsError, ObjectNotFoundError, PgVaultError
+from pgvault.sinks.api import CreateGuarantee, ObjectInfo, Sink
 
 MIB = 1 << 20
 
@@ -231,6 +238,65 @@ class SinkConformanceTests:
             writer.write(b"more")
         with pytest.raises(PgVaultError):
             writer.commit()
+
+    # Create-if-absent
+
+    def test_create_if_absent_refuses_existing(self, sink: Sink, prefix: str) -> None:
+        """A create-if-absent write stores a new key, and never replaces an existing one (small
+        or multipart): it raises ObjectExistsError and the first object stays whole."""
+        key = prefix + "wal/000000010000000000000001"
+        sink.write_bytes_if_absent(key, b"first")
+        with pytest.raises(ObjectExistsError):
+            sink.write_bytes_if_absent(key, b"second, longer than the first")
+        size = int(2.5 * (getattr(sink, "part_size_mib", 5) or 5) * MIB)
+        with pytest.raises(ObjectExistsError), sink.open_writer_if_absent(key) as writer:
+            for chunk in _chunks(_payload(size, seed=5), MIB):
+                writer.write(chunk)
+            writer.commit()
+        assert sink.read_bytes(key) == b"first"
+        assert sink.list(prefix) == [ObjectInfo(key, 5)]
+        for name in sink.list_partials(prefix):
+            sink.delete_partial(name)
+        assert sink.list(prefix) == [ObjectInfo(key, 5)]
+        other = prefix + "wal/000000010000000000000002"
+        sink.write_bytes_if_absent(other, b"")  # an empty object is created too
+        assert sink.read_bytes(other) == b""
+
+    def test_create_if_absent_race(self, sink: Sink, prefix: str) -> None:
+        """Writers racing to create one key: an ATOMIC sink lets exactly one commit succeed and
+        stores its bytes; any sink stores one writer's object whole, never a mix."""
+        key = prefix + "race/000000010000000000000003"
+        writers = 4
+        payloads = [_payload(200_000, seed=10 + i) for i in range(writers)]
+        barrier = threading.Barrier(writers)
+        outcomes: list[str] = [""] * writers
+
+        def create(i: int) -> None:
+            writer = sink.open_writer_if_absent(key)
+            try:
+                writer.write(payloads[i])
+                barrier.wait(timeout=60)
+                writer.commit()
+                outcomes[i] = "won"
+            except ObjectExistsError:
+                outcomes[i] = "refused"
+            except BaseException as exc:
+                writer.abort()
+                outcomes[i] = f"error: {exc}"
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert all(o in ("won", "refused") for o in outcomes), outcomes
+        stored = sink.read_bytes(key)
+        assert stored in payloads
+        winners = [i for i, o in enumerate(outcomes) if o == "won"]
+        assert winners
+        if sink.create_guarantee is CreateGuarantee.ATOMIC:
+            assert len(winners) == 1, outcomes
+            assert stored == payloads[winners[0]]
 
     # Missing objects and health
 

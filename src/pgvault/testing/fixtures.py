@@ -46,9 +46,11 @@ def unavailable(reason: str) -> None:
     pytest.skip(f"required test server unavailable: {reason}")
 
 
-def _start(settings: Mapping[str, str] | None = None) -> PostgresCluster:
+def _start(
+    settings: Mapping[str, str] | None = None, initdb_args: tuple[str, ...] = ()
+) -> PostgresCluster:
     try:
-        cluster = PostgresCluster(settings=settings)
+        cluster = PostgresCluster(settings=settings, initdb_args=initdb_args)
     except ClusterUnavailable as exc:
         unavailable(str(exc))
         raise
@@ -70,11 +72,14 @@ def pg_cluster() -> Iterator[PostgresCluster]:
 
 @pytest.fixture
 def pg_cluster_factory() -> Iterator[Callable[..., PostgresCluster]]:
-    """Make dedicated clusters: ``pg_cluster_factory(settings={...})``; destroyed after the test."""
+    """Make dedicated clusters: ``pg_cluster_factory(settings={...}, initdb_args=(...))``;
+    destroyed after the test."""
     made: list[PostgresCluster] = []
 
-    def make(settings: Mapping[str, str] | None = None) -> PostgresCluster:
-        cluster = _start(settings)
+    def make(
+        settings: Mapping[str, str] | None = None, initdb_args: tuple[str, ...] = ()
+    ) -> PostgresCluster:
+        cluster = _start(settings, initdb_args)
         made.append(cluster)
         return cluster
 

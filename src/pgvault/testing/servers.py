@@ -7,6 +7,13 @@ keep state), which is how fault tests make a server vanish mid-upload and come b
 :class:`FlakyProxy` sits in front of an HTTP server and answers chosen errors for a while,
 to prove retries.
 
+Both emulators are taught one thing the real services do and they do not: conditional creates
+are atomic. moto checks ``If-None-Match: *`` and then writes, in two steps that concurrent requests
+can interleave; the GCS emulator ignores ``ifGenerationMatch`` altogether. S3 and GCS refuse such a
+write atomically, and pgvault's WAL archive relies on it, so :func:`atomic_conditional_writes`
+makes the emulators refuse it the same way (a lock around moto's check-and-write; the
+precondition, checked under a lock, for the emulator's resumable uploads).
+
 The servers need the ``test`` extra (``moto[server]``, ``gcp-storage-emulator``, ``asyncssh``);
 when one is missing, starting it raises :class:`ServerUnavailableError` naming what to install.
 """
@@ -57,6 +64,81 @@ def _wait_http(url: str, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+_CONDITIONAL_LOCK = threading.Lock()
+_PATCHED: set[str] = set()
+
+
+def atomic_conditional_writes(emulator: str) -> None:
+    """Make ``"moto"`` or ``"gcs-emulator"`` (in this process) refuse conditional creates
+    atomically, as S3 and GCS do (see the module doc). Idempotent."""
+    if emulator in _PATCHED:
+        return
+    if emulator == "moto":
+        from moto.s3.responses import S3Response
+
+        def serialised(method: Any) -> Any:
+            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                headers = getattr(self, "headers", None) or {}
+                if headers.get("If-None-Match") != "*":
+                    return method(self, *args, **kwargs)
+                with _CONDITIONAL_LOCK:
+                    return method(self, *args, **kwargs)
+
+            return wrapper
+
+        S3Response.put_object = serialised(S3Response.put_object)  # type: ignore[method-assign]
+        S3Response._key_response_post = serialised(  # type: ignore[method-assign]
+            S3Response._key_response_post
+        )
+    elif emulator == "gcs-emulator":
+        from http import HTTPStatus
+        from urllib.parse import parse_qs, urlparse
+
+        from gcp_storage_emulator import server as emulator_server
+        from gcp_storage_emulator.exceptions import NotFound
+        from gcp_storage_emulator.handlers import objects
+
+        current = threading.local()
+        handle = emulator_server.Router.handle
+
+        def routed(self: Any, method: Any) -> Any:
+            current.query = parse_qs(urlparse(self._request_handler.path).query)
+            try:
+                return handle(self, method)
+            finally:
+                current.query = None
+
+        finalize = objects._finalize_resumable_object
+
+        def finalize_if(response: Any, storage: Any, obj: Any, data: Any, upload_id: Any) -> Any:
+            # The session URL keeps the query of the request that opened it, as on GCS.
+            wanted = (getattr(current, "query", None) or {}).get("ifGenerationMatch")
+            if wanted != ["0"]:
+                return finalize(response, storage, obj, data, upload_id)
+            with _CONDITIONAL_LOCK:
+                try:
+                    storage.get_file_obj(obj["bucket"], obj["name"])
+                except NotFound:
+                    return finalize(response, storage, obj, data, upload_id)
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json(
+                    {
+                        "error": {
+                            "code": 412,
+                            "message": "At least one of the pre-conditions you specified "
+                            "did not hold.",
+                        }
+                    }
+                )
+                return None
+
+        emulator_server.Router.handle = routed
+        objects._finalize_resumable_object = finalize_if
+    else:
+        raise ValueError(f"unknown emulator {emulator!r}")
+    _PATCHED.add(emulator)
+
+
 class S3Server:
     """moto's standalone S3 server (the real S3 HTTP API) on loopback."""
 
@@ -67,6 +149,7 @@ class S3Server:
             raise ServerUnavailableError(
                 f"moto is not installed ({exc}): pip install 'moto[server]'"
             ) from exc
+        atomic_conditional_writes("moto")
         self.port = port or free_port()
         self._cls = ThreadedMotoServer
         self._server: Any = None
@@ -135,6 +218,7 @@ class GcsServer:
             raise ServerUnavailableError(
                 f"gcp-storage-emulator is not installed ({exc}): pip install gcp-storage-emulator"
             ) from exc
+        atomic_conditional_writes("gcs-emulator")
         self.port = port or free_port()
         self._create = create_server
         self._server: Any = None
@@ -300,7 +384,9 @@ class FlakyProxy:
     answering, as a real front end does. ``die_after(n)`` makes the server die once ``n`` bytes
     of request bodies have arrived: the connection receiving byte ``n`` is reset in the middle of
     its body, a later request on an open connection is reset too, and a new connection is closed
-    as soon as it is accepted, as by a server going down.
+    as soon as it is accepted, as by a server going down. A request whose client vanished
+    mid-body is dropped. :meth:`slow` holds requests for a while, :meth:`heal` ends every planned
+    fault.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -313,7 +399,10 @@ class FlakyProxy:
         """Set once the server died (see :meth:`die_after`)."""
         self._die_at: int | None = None
         self._lock = threading.Lock()
-        self._plan: list[tuple[int, str]] = []
+        self._plan: list[tuple[int, str] | None] = []
+        self._delay = 0.0
+        self.held = 0
+        """Requests :meth:`slow` has held so far."""
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -360,10 +449,19 @@ class FlakyProxy:
                     self._reset()
                     return
                 length = int(self.headers.get("Content-Length") or 0)
+                with proxy._lock:
+                    delay = proxy._delay if length else 0.0
+                    if delay:
+                        proxy.held += 1
+                if delay:
+                    time.sleep(delay)  # before the body: a client killed now sent nothing whole
                 body = self._read_body(length) if length else b""
                 if body is None:
                     self._reset()
                     return
+                if len(body) < length:
+                    self.close_connection = True
+                    return  # the client went away mid-request: forward nothing, as S3 would
                 with proxy._lock:
                     proxy.requests += 1
                     planned = proxy._plan.pop(0) if proxy._plan else None
@@ -430,10 +528,26 @@ class FlakyProxy:
         with self._lock:
             self._die_at = received
 
-    def fail(self, count: int, status: int = 503, code: str = "SlowDown") -> None:
-        """Answer the next ``count`` requests with ``status`` and error ``code``."""
+    def fail(
+        self, count: int, status: int = 503, code: str = "SlowDown", *, after: int = 0
+    ) -> None:
+        """Answer ``count`` requests with ``status`` and error ``code``, after letting the next
+        ``after`` through."""
         with self._lock:
+            self._plan.extend([None] * after)
             self._plan.extend([(status, code)] * count)
+
+    def slow(self, seconds: float) -> None:
+        """Hold every request that carries a body (uploads) ``seconds`` before reading it (a
+        slow link: kill the client meanwhile and the upstream never sees its request)."""
+        with self._lock:
+            self._delay = seconds
+
+    def heal(self) -> None:
+        """Forget planned failures and delays: pass everything through again."""
+        with self._lock:
+            self._plan.clear()
+            self._delay = 0.0
 
     def stop(self) -> None:
         """Stop the proxy."""
