@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import pgvault
-from pgvault.health import Status
 from pgvault.observability import read_metrics
-from pgvault.vault import Vault
+from pgvault.operations.check import Status
+from pgvault.vault.contents import Vault
 from tests.conftest import pgvault_cli
 from tests.fake_backups import daily_history, fake_backup
 

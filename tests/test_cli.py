@@ -16,8 +16,8 @@ import attrs
 import pytest
 
 import pgvault
-from pgvault.manifest import new_backup_id
 from pgvault.testing import PostgresCluster
+from pgvault.vault.manifest import new_backup_id
 from tests.conftest import pgvault_cli, snapshot_database
 from tests.fake_backups import fake_backup
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.drill import drill
+from pgvault.operations.drill import drill
 from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli
 from tests.hard_corners import (

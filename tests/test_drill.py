@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.drill import DRILL_PREFIX, drill, last_drills
+from pgvault.operations.drill import DRILL_PREFIX, drill, last_drills
 from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault import keys
+from pgvault.transforms import keys
 from tests.conftest import pgvault_cli
 
 MASTER = bytes(range(32))

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgvault.exceptions import ArchiveFormatError
-from pgvault.pg_archive import (
+from pgvault.postgres.archive import (
     OFFSET_NO_DATA,
     OFFSET_NOT_SET,
     OFFSET_SET,

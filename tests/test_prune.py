@@ -14,10 +14,10 @@ import pytest
 
 import pgvault
 from pgvault.exceptions import SinkError
-from pgvault.manifest import MANIFEST_NAME
 from pgvault.sinks.api import ObjectInfo, ObjectWriter, Sink
 from pgvault.testing import PostgresCluster
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import MANIFEST_NAME
 from tests.conftest import pgvault_cli
 from tests.fake_backups import daily_history, fake_backup
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.pg_archive import OFFSET_SET, read_toc
+from pgvault.postgres.archive import OFFSET_SET, read_toc
 from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli, snapshot_database
 
@@ -139,7 +139,7 @@ def test_parallel_restore_gives_pg_restore_the_data_offsets(
     reads it, and restores."""
     config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)}))
     pgvault.run(config)
-    restore_module = sys.modules["pgvault.restore"]
+    restore_module = sys.modules["pgvault.operations.restore.database"]
     fill = restore_module.fill_data_offsets
     work_files: list[tuple[bool, set[int]]] = []
 

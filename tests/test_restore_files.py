@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.manifest import ArtifactRecord, Manifest, new_backup_id, utc_now
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import ArtifactRecord, Manifest, new_backup_id, utc_now
 from tests.conftest import pgvault_cli
 
 ConfigMaker = Callable[..., Path]

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 import pgvault
-from pgvault.restore import DatabaseTarget, validate_database
-from pgvault.restore_selection import display_name, parse_name
+from pgvault.operations.restore.database import DatabaseTarget, validate_database
+from pgvault.operations.restore.selection import display_name, parse_name
 from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli, render_config
 

@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgvault
-from pgvault.retention import TIERS, RetentionPolicy, plan, started_from_id
+from pgvault.settings import TIERS, RetentionPolicy
 from pgvault.units import Duration, TimeZoneName, parse_duration
+from pgvault.vault.retention import plan, started_from_id
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

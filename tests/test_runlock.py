@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 import pgvault
-from pgvault.manifest import new_backup_id, utc_now
-from pgvault.retention import started_from_id
-from pgvault.runlock import lease_key, run_lock
+from pgvault.engine.runlock import lease_key, run_lock
 from pgvault.testing import PostgresCluster
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import new_backup_id, utc_now
+from pgvault.vault.retention import started_from_id
 from tests import held_runs
 from tests.conftest import pgvault_cli
 

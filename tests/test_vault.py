@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.manifest import FORMAT_VERSION, Manifest
 from pgvault.testing import PostgresCluster
+from pgvault.vault.manifest import FORMAT_VERSION, Manifest
 from tests.conftest import pgvault_cli
 from tests.fake_backups import fake_backup
 

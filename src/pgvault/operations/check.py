@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import attrs
 import pluggy
 
+from pgvault.engine.progress import human_bytes
 from pgvault.exceptions import PgVaultError
-from pgvault.manifest import Manifest
 from pgvault.observability import after_check
 from pgvault.plugin.manager import call_hook
-from pgvault.progress import human_bytes
-from pgvault.units import ByteSize, Duration, SpaceThreshold, human_duration
-from pgvault.vault import Vault
+from pgvault.settings import CheckThresholds
+from pgvault.units import Duration, human_duration
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import Manifest
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-
-_DEFAULT_MAX_AGE = Duration.parse("26h")  # a daily backup, plus two hours of slack
+    from pgvault.pipeline_config import PipelineConfig
 
 
 class Status(enum.IntEnum):
@@ -48,45 +47,6 @@ class ReportsDiskUsage(Protocol):
 
     def disk_usage(self) -> tuple[int, int]:
         """``(total, free)`` bytes of the file system the sink writes to."""
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must be ≥ 0, got {value}")
-
-
-@attrs.frozen
-class CheckThresholds:
-    """The ``[check]`` table. Every threshold has a default, so a bare ``check`` is useful."""
-
-    max_age: Duration = _DEFAULT_MAX_AGE
-    """CRITICAL when the newest complete backup started longer ago than this."""
-    warn_age: Duration | None = None
-    """WARNING when the newest backup is older than this (but not yet ``max_age``)."""
-    min_count: int = attrs.field(default=1, validator=_non_negative)
-    """WARNING when the vault holds fewer complete backups than this."""
-    min_size: ByteSize | None = None
-    """CRITICAL when the newest backup stored fewer bytes than this (``"1MiB"``)."""
-    max_shrink: float | None = attrs.field(default=50.0, validator=_non_negative)
-    """WARNING when the newest backup is this many percent smaller than the one before."""
-    min_free: SpaceThreshold | None = None
-    """WARNING when free space where the sink stores is below this (``"5GiB"`` or ``"10%"``)."""
-    max_drill_age: Duration | None = None
-    """WARNING when no restore drill passed within this time; CRITICAL when the latest failed."""
-    max_wal_age: Duration | None = None
-    """CRITICAL when the newest archived WAL file was stored longer ago than this (or none is):
-    the data a failure now would lose. Set it above ``archive_timeout``."""
-    wal_gaps: Literal["critical", "warning", "ignore"] = "critical"
-    """How to report segments missing inside the archived WAL (lost: recovery cannot pass
-    them); segments still ``.ready`` in ``[wal] pg_wal`` are pending, not lost."""
-
-    def __attrs_post_init__(self) -> None:
-        if self.max_shrink is not None and self.max_shrink > 100:
-            raise ValueError(f"max_shrink is a percentage ≤ 100, got {self.max_shrink}")
-        if self.warn_age is not None and self.warn_age.delta >= self.max_age.delta:
-            raise ValueError(
-                f"warn_age ({self.warn_age}) must be shorter than max_age ({self.max_age})"
-            )
 
 
 @attrs.frozen
@@ -366,8 +326,9 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
 def _leftover_problems(config: PipelineConfig, vault: Vault, now: datetime) -> list[Problem]:
     """Unfinished backup folders older than ``incomplete_grace`` that no live run is writing:
     runs that died and that prune has not cleaned (is it scheduled?). A WARNING naming them."""
-    from pgvault.retention import RetentionPolicy, started_from_id
-    from pgvault.runlock import live_leases
+    from pgvault.engine.runlock import live_leases
+    from pgvault.settings import RetentionPolicy
+    from pgvault.vault.retention import started_from_id
 
     policy = config.retention
     default = cast(Duration, attrs.fields(RetentionPolicy).incomplete_grace.default)
@@ -396,7 +357,7 @@ def _leftover_problems(config: PipelineConfig, vault: Vault, now: datetime) -> l
 def _drill_problems(vault: Vault, max_drill_age: Duration, now: datetime) -> list[Problem]:
     """A latest drill that failed is CRITICAL (that backup does not restore); no passing drill
     within ``max_drill_age`` is a WARNING."""
-    from pgvault.drill import last_drills
+    from pgvault.operations.drill import last_drills
 
     drills = last_drills(vault)
     found: list[Problem] = []

@@ -1,7 +1,8 @@
 """The backup pipeline: source → transforms → digests → sink, concurrently, manifest last.
 
 Each source stream becomes one artifact, flowing through its own chain of stage threads (see
-:mod:`pgvault.flow`). Artifacts are committed only once the source has confirmed success, then the
+:mod:`pgvault.engine.flow`). Artifacts are committed only once the source has confirmed success,
+then the
 MD5 sidecar (when asked for), then the manifest: a backup exists only once its manifest does. Any
 failure removes what this run stored, so nothing that looks complete is left behind.
 """
@@ -18,18 +19,18 @@ from typing import Any, Protocol
 import attrs
 import pluggy
 
-from pgvault.config import PipelineConfig
+from pgvault.engine.flow import Channel, Flow, feed, through
+from pgvault.engine.runlock import run_lock
 from pgvault.exceptions import PgVaultError
-from pgvault.flow import Channel, Flow, feed, through
-from pgvault.manifest import ArtifactRecord, Manifest, TransformRecord, new_backup_id, utc_now
 from pgvault.observability import after_run
+from pgvault.pipeline_config import PipelineConfig
 from pgvault.plugin.manager import call_hook
-from pgvault.runlock import run_lock
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sources.api import SourceStream
 from pgvault.transforms.api import ArtifactBinding
 from pgvault.transforms.digest import MD5_SIDECAR, Digests, md5sums_text
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import ArtifactRecord, Manifest, TransformRecord, new_backup_id, utc_now
 
 log = logging.getLogger("pgvault.pipeline")
 
@@ -76,7 +77,7 @@ def run(
     (a :class:`~pgvault.exceptions.PgVaultError` for every expected failure) and leaves no manifest;
     the objects it had stored are removed. While another run of the same vault and ``kind`` is
     going it raises :class:`~pgvault.exceptions.RunLockedError` naming it (see
-    :mod:`pgvault.runlock`).
+    :mod:`pgvault.engine.runlock`).
     """
     started = utc_now()
     backup_id = new_backup_id(started)

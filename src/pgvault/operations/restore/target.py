@@ -39,15 +39,15 @@ import attrs
 import psycopg
 from psycopg import sql
 
-from pgvault.cluster_globals import SUPERUSER_ATTRIBUTES, Globals, RolePlan, plan_roles
-from pgvault.database_props import (
+from pgvault.exceptions import PgVaultError, RestoreError
+from pgvault.postgres.client import _first_line, connect, describe_dsn, split_dsn
+from pgvault.postgres.database import (
     DatabaseProperties,
     create_database_sql,
     properties_sql,
 )
-from pgvault.exceptions import PgVaultError, RestoreError
-from pgvault.manifest import Manifest
-from pgvault.postgres import _first_line, connect, describe_dsn, split_dsn
+from pgvault.postgres.globals import SUPERUSER_ATTRIBUTES, Globals, RolePlan, plan_roles
+from pgvault.vault.manifest import Manifest
 
 log = logging.getLogger("pgvault.restore")
 

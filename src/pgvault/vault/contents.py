@@ -15,7 +15,8 @@ manifest as untrusted input: one that cannot be used (truncated, not JSON, of an
 listing no artifacts, archived out of reach) is reported as a :class:`DamagedBackup` next to the
 good ones, never an error that hides the rest. ``latest`` is the newest of the pipeline's own
 runs (``kind = "scheduled"``) that is not future-dated (see
-:data:`~pgvault.manifest.CLOCK_TOLERANCE`); safety backups and future-dated ones are reached by
+:data:`~pgvault.vault.manifest.CLOCK_TOLERANCE`); safety backups and future-dated ones are reached
+by
 id.
 """
 
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from pgvault.engine.flow import Aborted, Channel, Flow, through
 from pgvault.exceptions import (
     BackupNotFoundError,
     DecryptionKeyError,
@@ -38,15 +40,14 @@ from pgvault.exceptions import (
     PgVaultError,
     TransformError,
 )
-from pgvault.flow import Aborted, Channel, Flow, through
-from pgvault.manifest import MANIFEST_NAME, Manifest, future_dated, id_time
 from pgvault.plugin.components import load_component
 from pgvault.sinks.api import Sink
 from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
 from pgvault.transforms.digest import MD5_SIDECAR, Digests
+from pgvault.vault.manifest import MANIFEST_NAME, Manifest, future_dated, id_time
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.vault")
 
@@ -105,7 +106,7 @@ class VaultContents:
     """Everything a vault holds, from one listing: usable backups, damaged ones, incomplete ones.
 
     ``now`` is the clock the contents were judged by: a backup dated beyond it plus
-    :data:`~pgvault.manifest.CLOCK_TOLERANCE` is future-dated.
+    :data:`~pgvault.vault.manifest.CLOCK_TOLERANCE` is future-dated.
     """
 
     now: datetime

@@ -21,11 +21,11 @@ younger than ``incomplete_grace`` (a run may still be writing them), then remove
 
 Two kinds of backup are kept and take no part in the counting, so that neither can make a
 genuine backup go: a *future-dated* one (recorded time beyond now plus
-:data:`~pgvault.manifest.CLOCK_TOLERANCE`: a clock that jumped ahead would otherwise be "the
+:data:`~pgvault.vault.manifest.CLOCK_TOLERANCE`: a clock that jumped ahead would otherwise be "the
 newest" that every rule counts back from), and a *damaged* one (a manifest that cannot be read,
 which an operator should look at before anything removes it).
 
-:func:`plan` is the whole decision; :mod:`pgvault.pruning` applies it to a vault.
+:func:`plan` is the whole decision; :mod:`pgvault.operations.prune` applies it to a vault.
 """
 
 from __future__ import annotations
@@ -36,18 +36,13 @@ from typing import Any, Protocol
 
 import attrs
 
-from pgvault.manifest import CLOCK_TOLERANCE, future_dated, id_time
-from pgvault.units import Duration, TimeZoneName, human_duration
-
-TIERS = ("hourly", "daily", "weekly", "monthly", "yearly")
-"""Calendar tiers, shortest period first."""
-
-_UTC = TimeZoneName("UTC")
-_TWO_DAYS = Duration.parse("2d")
+from pgvault.settings import TIERS, RetentionPolicy
+from pgvault.units import human_duration
+from pgvault.vault.manifest import CLOCK_TOLERANCE, future_dated, id_time
 
 
 class Dated(Protocol):
-    """What planning needs of a complete backup (a :class:`~pgvault.manifest.Manifest` fits).
+    """What planning needs of a complete backup (a :class:`~pgvault.vault.manifest.Manifest` fits).
 
     An object may also have ``kind`` (default ``"scheduled"``) and ``labels`` (``keep_until``, an
     ISO time, pins it until then).
@@ -60,61 +55,6 @@ class Dated(Protocol):
     @property
     def started_at(self) -> datetime:
         """When the backup started: the point in time its data is from."""
-
-
-def _count(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be a whole number ≥ 0, got {value!r}")
-
-
-@attrs.frozen
-class RetentionPolicy:
-    """The ``[retention]`` table: which complete backups to keep (see the module docs)."""
-
-    keep_last: int = attrs.field(default=0, validator=_count)
-    """Keep the n newest backups."""
-    keep_hourly: int = attrs.field(default=0, validator=_count)
-    """Keep the newest backup of each of the n most recent hours that have one."""
-    keep_daily: int = attrs.field(default=0, validator=_count)
-    """Keep the newest backup of each of the n most recent days that have one."""
-    keep_weekly: int = attrs.field(default=0, validator=_count)
-    """Keep the newest backup of each of the n most recent ISO weeks (Monday to Sunday)."""
-    keep_monthly: int = attrs.field(default=0, validator=_count)
-    """Keep the newest backup of each of the n most recent months that have one."""
-    keep_yearly: int = attrs.field(default=0, validator=_count)
-    """Keep the newest backup of each of the n most recent years that have one."""
-    keep_within: Duration | None = None
-    """Keep every backup started within this time of the newest one (``"30d"``)."""
-    timezone: TimeZoneName = _UTC
-    """Time zone whose calendar defines hours, days, weeks, months and years."""
-    keep_wal_within: Duration | None = None
-    """WAL archived this long before the oldest kept backup is kept too (``"1d"``); older WAL
-    is removed by prune, history files never. Without any kept backup no WAL is removed."""
-    incomplete_grace: Duration = _TWO_DAYS
-    """Age after which a backup folder without a manifest is a leftover, not a run in progress.
-
-    Must exceed your longest backup run: a younger incomplete folder is never touched."""
-
-    def __attrs_post_init__(self) -> None:
-        if not (self.keep_last or any(self.tier(t) for t in TIERS) or self.keep_within):
-            raise ValueError(
-                "the policy keeps nothing: set at least one of keep_last, keep_hourly, "
-                "keep_daily, keep_weekly, keep_monthly, keep_yearly or keep_within"
-            )
-        if self.keep_within is not None and self.keep_within.delta.total_seconds() <= 0:
-            raise ValueError("keep_within must be a positive duration")
-
-    def tier(self, name: str) -> int:
-        """The count configured for calendar tier ``name`` (``"daily"`` …)."""
-        return int(getattr(self, f"keep_{name}"))
-
-    def describe(self) -> str:
-        """The policy in one line: ``last 3, daily 7, weekly 4, monthly 12 (Europe/Berlin)``."""
-        parts = [f"last {self.keep_last}"] if self.keep_last else []
-        parts += [f"{t} {self.tier(t)}" for t in TIERS if self.tier(t)]
-        if self.keep_within:
-            parts.append(f"within {self.keep_within}")
-        return ", ".join(parts) + f" ({self.timezone})"
 
 
 @attrs.frozen

@@ -17,72 +17,30 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 import psycopg
 
-from pgvault.cluster_globals import GLOBALS_ROLE
 from pgvault.exceptions import PgVaultError, RestoreError
-from pgvault.manifest import Manifest, utc_now
+from pgvault.operations.restore.database import ValidationReport, restore_database
+from pgvault.operations.restore.target import DatabaseTarget, drop_database_quietly
 from pgvault.plugin.manager import call_hook
-from pgvault.postgres import connect, describe_dsn
-from pgvault.restore import RestoreSettings, ValidationReport, restore_database
-from pgvault.restore_target import DatabaseTarget, drop_database_quietly
+from pgvault.postgres.client import connect, describe_dsn
+from pgvault.postgres.globals import GLOBALS_ROLE
+from pgvault.settings import DrillCheck, DrillSettings, RestoreSettings
 from pgvault.sources.pg_dump import server_major
 from pgvault.transforms.api import DecodeContext
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import Manifest, utc_now
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.drill")
 
 DRILL_PREFIX = "pgvault_drill_"
-
-
-def _one_expectation(instance: DrillCheck, attribute: attrs.Attribute[Any], value: Any) -> None:
-    given = [n for n in ("equals", "at_least", "at_most") if getattr(instance, n) is not None]
-    if not given:
-        raise ValueError(
-            f"check {instance.sql!r} needs an expectation: equals, at_least or at_most"
-        )
-
-
-@attrs.frozen
-class DrillCheck:
-    """One ``[[drill.check]]``: a query returning one value, and what that value must be.
-
-    ``equals`` compares as text (so ``equals = "t"`` or ``equals = 3`` both read naturally);
-    ``at_least``/``at_most`` compare as numbers. ``name`` labels the check in reports.
-    """
-
-    sql: str = attrs.field(validator=_one_expectation)
-    name: str | None = None
-    equals: str | int | float | bool | None = None
-    at_least: float | None = None
-    at_most: float | None = None
-
-    @property
-    def label(self) -> str:
-        """``name``, or the query."""
-        return self.name or self.sql
-
-
-@attrs.frozen
-class DrillSettings:
-    """The ``[drill]`` table.
-
-    ``server``: ``"source"`` restores into a temporary database on the source's server (or on
-    ``dsn`` if given); ``"ephemeral"`` into a throwaway cluster made with initdb on this machine
-    (the backup's roles are created there from its globals; objects go to the default
-    tablespace). ``check``: the ``[[drill.check]]`` list.
-    """
-
-    server: Literal["source", "ephemeral"] = "source"
-    dsn: str | None = None
-    check: tuple[DrillCheck, ...] = ()
 
 
 @attrs.frozen
@@ -270,7 +228,7 @@ def _drill_target(
     happened (an ephemeral cluster whole, otherwise the prefixed database)."""
     name = DRILL_PREFIX + drill_id.lower().replace("-", "_")
     if settings.server == "ephemeral":
-        from pgvault.cluster import ClusterUnavailable, PostgresCluster, server_bindir
+        from pgvault.postgres.cluster import ClusterUnavailable, PostgresCluster, server_bindir
 
         try:
             cluster = PostgresCluster(bindir=server_bindir(server_major(manifest.source)))

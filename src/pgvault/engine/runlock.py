@@ -42,12 +42,12 @@ import attrs
 import psycopg
 
 from pgvault.exceptions import ObjectNotFoundError, PgVaultError, RunLockedError
-from pgvault.manifest import utc_now
-from pgvault.postgres import connect
-from pgvault.vault import Vault
+from pgvault.postgres.client import connect
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import utc_now
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.runlock")
 

@@ -26,22 +26,9 @@ import attrs
 import pluggy
 import psycopg
 
-from pgvault.cluster_globals import GLOBALS_ROLE, Globals, decode_globals
 from pgvault.exceptions import ArchiveFormatError, PgVaultError, RestoreError
-from pgvault.manifest import Manifest
-from pgvault.pg_archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
-from pgvault.plugin.manager import call_hook
-from pgvault.postgres import (
-    _first_line,
-    connect,
-    exit_description,
-    find_binary,
-    pipe_into,
-    quote_ident,
-    split_dsn,
-)
-from pgvault.restore_selection import RestorePlan, display_name, plan_restore
-from pgvault.restore_target import (
+from pgvault.operations.restore.selection import RestorePlan, display_name, plan_restore
+from pgvault.operations.restore.target import (
     Created,
     DatabaseTarget,
     TargetOptions,
@@ -56,14 +43,28 @@ from pgvault.restore_target import (
     drop_roles,
     shielded,
 )
+from pgvault.operations.restore.untar import TarExtractor
+from pgvault.plugin.manager import call_hook
+from pgvault.postgres.archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
+from pgvault.postgres.client import (
+    _first_line,
+    connect,
+    exit_description,
+    find_binary,
+    pipe_into,
+    quote_ident,
+    split_dsn,
+)
+from pgvault.postgres.globals import GLOBALS_ROLE, Globals, decode_globals
+from pgvault.settings import RestoreSettings
 from pgvault.sources.pg_dump import schema_selected, server_major
 from pgvault.transforms.api import DecodeContext
-from pgvault.untar import TarExtractor
-from pgvault.vault import Vault, raise_if_damaged
+from pgvault.vault.contents import Vault, raise_if_damaged
+from pgvault.vault.manifest import Manifest
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-    from pgvault.pipeline import Progress
+    from pgvault.engine.pipeline import Progress
+    from pgvault.pipeline_config import PipelineConfig
 
 __all__ = [
     "DatabaseTarget",
@@ -103,31 +104,6 @@ class RestoreResult:
     warnings: tuple[str, ...] = ()
     """What the restore could not bring back, by name: materialized views left without their
     data, objects a partial restore left out because they need tables it does not include."""
-
-
-def _duration_text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    from pgvault.units import parse_duration
-
-    parse_duration(value)
-
-
-@attrs.frozen
-class RestoreSettings:
-    """The ``[restore]`` table: how restores validate and keep what they replace.
-
-    ``estimate_tolerance`` is the relative difference allowed between a table's planner estimate
-    at backup time and its rows after restore (estimates can be stale; exact counts from
-    ``count_tables`` must match exactly). ``safety_keep`` is how long retention keeps the safety
-    backup taken before ``--drop-existing``. ``work_dir`` holds the temporary file of a parallel
-    restore. ``maintenance_db`` is the database pgvault connects to on the target server to
-    create and drop databases (default: the DSN's own, unless it is the target, else
-    ``postgres``, else ``template1``).
-    """
-
-    estimate_tolerance: float = attrs.field(default=0.5, validator=attrs.validators.ge(0.0))
-    safety_keep: str = attrs.field(default="7d", validator=_duration_text)
-    work_dir: Path | None = None
-    maintenance_db: str | None = None
 
 
 ESTIMATE_SLACK_ROWS = 1000
@@ -206,7 +182,8 @@ def restore_database(
     """Restore pg_dump backup ``manifest`` into database ``target``, then validate it.
 
     Everything that can be checked is checked before the first side effect (see
-    :mod:`pgvault.restore_target`). The database must not exist unless ``drop_existing`` is
+    :mod:`pgvault.operations.restore.target`). The database must not exist unless ``drop_existing``
+    is
     set; then a safety backup of it is stored in the vault first (kind ``safety``), and it is
     dropped. The new database gets the source's encoding, locale and provider (libc
     ``locale`` instead, keeping the encoding, if given); roles the target lacks are created
@@ -215,7 +192,8 @@ def restore_database(
     ``no_tablespaces``, to the default. Subscriptions are left out unless ``subscriptions``
     (then restored as pg_dump writes them: disabled, not connected). ``tables``/``schemas``
     restore only those tables and schemas, with what they need and what belongs to them (see
-    :mod:`pgvault.restore_selection`); a selection that matches nothing is refused before the
+    :mod:`pgvault.operations.restore.selection`); a selection that matches nothing is refused
+    before the
     target is touched. After the restore, every table the manifest lists (or every table
     selected) must be present with the recorded row counts (exactly where counted, within
     ``estimate_tolerance`` otherwise); then the database's own properties (comment, ACL,
@@ -611,10 +589,10 @@ def _recorded_estimates(rows: object, live_rows: object) -> list[int]:
 def _safety_backup(
     config: PipelineConfig, manifest: Manifest, target: DatabaseTarget, settings: RestoreSettings
 ) -> str:
-    from pgvault.manifest import utc_now
-    from pgvault.pipeline import run
+    from pgvault.engine.pipeline import run
     from pgvault.sources.pg_dump import PgDumpSource
     from pgvault.units import parse_duration
+    from pgvault.vault.manifest import utc_now
 
     conninfo = psycopg.conninfo.make_conninfo(target.dsn, dbname=target.name)
     # The pipeline's own choices that make a backup safe to take hold here too: a lock wait
@@ -1037,7 +1015,8 @@ def restore_files(
     """Extract files backup ``manifest`` under ``target_dir`` (new or empty), keeping modes,
     mtimes, symlinks, hard links and (as root) owners.
 
-    The archive is treated as hostile (see :mod:`pgvault.untar`): a member that would write
+    The archive is treated as hostile (see :mod:`pgvault.operations.restore.untar`): a member that
+    would write
     outside ``target_dir``, a device, fifo or setuid/setgid file, or (unless
     ``allow_outside_symlinks``) a symlink leading outside is refused, naming the member. On any
     failure everything the restore wrote is removed, and a folder it created goes too.

@@ -1,7 +1,7 @@
 """Progress on a terminal: bytes and rate on one self-rewriting stderr line.
 
 Shown only when stderr is a terminal, so cron and systemd logs stay quiet. The library itself never
-prints: it reports to a :class:`~pgvault.pipeline.Progress`, and the CLI passes this one.
+prints: it reports to a :class:`~pgvault.engine.pipeline.Progress`, and the CLI passes this one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def human_bytes(n: float) -> str:
 
 
 class TerminalProgress:
-    """A :class:`~pgvault.pipeline.Progress` that redraws one line on a terminal."""
+    """A :class:`~pgvault.engine.pipeline.Progress` that redraws one line on a terminal."""
 
     def __init__(self, label: str, stream: TextIO | None = None) -> None:
         self._label = label

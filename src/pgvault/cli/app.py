@@ -30,20 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from pgvault.config import PipelineConfig, load_config
-from pgvault.drill import drill as run_drill
+from pgvault.engine.pipeline import pgvault_version
+from pgvault.engine.pipeline import run as run_backup
+from pgvault.engine.progress import TerminalProgress, human_bytes
 from pgvault.exceptions import Aborted, ConfigError, PgVaultError
-from pgvault.health import check as check_vault
-from pgvault.manifest import MANIFEST_NAME, Manifest, id_time
 from pgvault.observability import setup_logging
-from pgvault.pipeline import pgvault_version
-from pgvault.pipeline import run as run_backup
-from pgvault.progress import TerminalProgress, human_bytes
-from pgvault.pruning import PruneResult
-from pgvault.pruning import prune as prune_vault
-from pgvault.restore import list_archive
-from pgvault.restore import restore as restore_backup
+from pgvault.operations.check import check as check_vault
+from pgvault.operations.drill import drill as run_drill
+from pgvault.operations.prune import PruneResult
+from pgvault.operations.prune import prune as prune_vault
+from pgvault.operations.restore.database import list_archive
+from pgvault.operations.restore.database import restore as restore_backup
 from pgvault.transforms.api import DecodeContext
-from pgvault.vault import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
+from pgvault.vault.contents import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
+from pgvault.vault.manifest import MANIFEST_NAME, Manifest, id_time
 from pgvault.wal.fetch import EXIT_ABORT_RECOVERY
 
 EXIT_OK = 0
@@ -800,7 +800,7 @@ def _confirm_drop(name: str) -> None:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from pgvault import keys
+    from pgvault.transforms import keys
 
     if args.x25519:
         identity, pub_path = keys.write_identity(args.out)

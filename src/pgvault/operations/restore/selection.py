@@ -3,7 +3,8 @@
 ``--table`` and ``--schema`` take names by PostgreSQL's rules: an unquoted name folds to lower
 case, a double-quoted one keeps its case, dots and spaces (``""`` is a quote), and a dot outside
 quotes separates schema from table. Names are resolved against the archive's own table of
-contents (:func:`pgvault.pg_archive.read_toc_stream`), never by pg_restore's ``-t``/``-n``, which
+contents (:func:`pgvault.postgres.archive.read_toc_stream`), never by pg_restore's ``-t``/``-n``,
+which
 match plain names only and follow neither partitions nor dependencies.
 
 A selection is then expanded with the dependencies pg_dump recorded in the archive:
@@ -24,7 +25,8 @@ A partial restore never brings large objects, publications, subscriptions, event
 default privileges or database-level settings.
 
 Every restore from an archive (partial or not) leaves the ``MATERIALIZED VIEW DATA`` entries to
-pgvault, which refreshes them itself once pg_restore is done (see :mod:`pgvault.restore`).
+pgvault, which refreshes them itself once pg_restore is done (see
+:mod:`pgvault.operations.restore.database`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from pgvault.exceptions import RestoreError
-from pgvault.pg_archive import ArchiveToc, TocEntry
+from pgvault.postgres.archive import ArchiveToc, TocEntry
 
 RELATIONS = frozenset({"TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE"})
 """Kinds of relation: pulled into a restore only when selected (or a selected table's

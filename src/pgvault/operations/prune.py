@@ -1,10 +1,12 @@
 """Applying a retention plan to a vault: ``pgvault prune``.
 
-The plan comes from :func:`pgvault.retention.plan` over what the sink holds right now; this module
+The plan comes from :func:`pgvault.vault.retention.plan` over what the sink holds right now; this
+module
 only carries it out. Each removed backup loses its manifest first and its data after, so an
 interrupted prune leaves at worst an incomplete folder (which the next prune cleans once it is past
 the grace period), never a manifest that points at missing data. A folder that a live run holds
-the lease of (see :mod:`pgvault.runlock`) is never touched, whatever its age. The module is named
+the lease of (see :mod:`pgvault.engine.runlock`) is never touched, whatever its age. The module is
+named
 ``pruning`` so that ``pgvault.prune`` stays the function.
 """
 
@@ -17,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
+from pgvault.engine.runlock import Lease, live_leases
 from pgvault.exceptions import ConfigError, PgVaultError
 from pgvault.plugin.manager import call_hook
-from pgvault.retention import RetentionPlan, RetentionPolicy, plan, started_from_id
-from pgvault.runlock import Lease, live_leases
-from pgvault.vault import Vault
+from pgvault.settings import RetentionPolicy
+from pgvault.vault.contents import Vault
+from pgvault.vault.retention import RetentionPlan, plan, started_from_id
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.prune")
 
