@@ -21,7 +21,7 @@ from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli, snapshot_database
 
 ConfigMaker = Callable[..., Path]
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2]  # tests/, where stop_at_step.py lives
 
 APP = """
 CREATE TABLE accounts (id int PRIMARY KEY, name text);
