@@ -27,6 +27,7 @@ from pgvault.health import CheckThresholds
 from pgvault.notify.api import Notifier, notifier_types
 from pgvault.observability import LogSettings
 from pgvault.plugin.components import Kind, load_component
+from pgvault.plugin.exec_hooks import ExecHook
 from pgvault.restore import RestoreSettings
 from pgvault.retention import RetentionPolicy
 from pgvault.sinks.api import Sink
@@ -54,6 +55,7 @@ TOP_LEVEL_KEYS = (
     "logging",
     "metrics_file",
     "wal",
+    "hook",
 )
 
 
@@ -86,6 +88,8 @@ class PipelineConfig:
     """Prometheus textfile (node_exporter) rewritten after each run and check."""
     wal: WalSettings = attrs.field(factory=WalSettings)
     """The ``[wal]`` table: continuous WAL archiving (defaults when absent)."""
+    hooks: tuple[ExecHook, ...] = ()
+    """The ``[[hook]]`` tables: commands run before and after operations (exec hooks)."""
 
     def where(self) -> str:
         """The config file's name for messages, or ``<config>`` when built in code."""
@@ -204,6 +208,14 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
     log_settings = section(LogSettings, "logging")
     wal = section(WalSettings, "wal")
     metrics_file = _coerce(data.get("metrics_file"), Path | None, where, "metrics_file", base)
+    raw_hooks = data.get("hook", [])
+    hooks = _coerce(
+        [raw_hooks] if isinstance(raw_hooks, dict) else raw_hooks,
+        tuple[ExecHook, ...],
+        where,
+        "hook",
+        base,
+    )
 
     return PipelineConfig(
         name=name,
@@ -220,6 +232,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
         restore=restore,
         drill=drill,
         wal=wal,
+        hooks=hooks,
     )
 
 

@@ -8,6 +8,7 @@ failure removes what this run stored, so nothing that looks complete is left beh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pgvault.exceptions import PgVaultError
 from pgvault.flow import Channel, Flow, feed, through
 from pgvault.manifest import ArtifactRecord, Manifest, TransformRecord, new_backup_id, utc_now
 from pgvault.observability import after_run
+from pgvault.plugin.exec_hooks import around as exec_hooks
 from pgvault.plugin.manager import call_hook
 from pgvault.runlock import run_lock
 from pgvault.sinks.api import ObjectWriter
@@ -87,7 +89,13 @@ def run(
     try:
         # One run of a pipeline (and kind) at a time, across processes and hosts: the lock is
         # held from before the source starts until the manifest is written.
-        with run_lock(config, backup_id=backup_id, kind=kind, started=started):
+        # [[hook]] commands speak for the schedule, as notifiers do: not for a safety backup.
+        commands = (
+            exec_hooks(config, "backup", backup_id=backup_id)
+            if kind == "scheduled"
+            else contextlib.nullcontext()
+        )
+        with run_lock(config, backup_id=backup_id, kind=kind, started=started), commands:
             manifest = _run(config, vault, backup_id, started, kind, labels or {}, progress)
     except BaseException as exc:
         _remove_partial_backup(vault, backup_id)

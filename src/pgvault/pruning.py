@@ -18,6 +18,7 @@ import attrs
 import pluggy
 
 from pgvault.exceptions import ConfigError, PgVaultError
+from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
 from pgvault.retention import RetentionPlan, RetentionPolicy, plan, started_from_id
 from pgvault.runlock import Lease, live_leases
@@ -116,6 +117,8 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# [[hook]] before_prune / after_prune commands (issue 16).
+@with_hooks("prune", lambda r: {"outcome": "succeeded" if r.ok else "failed"})
 def prune(
     config: PipelineConfig,
     *,

@@ -31,6 +31,7 @@ from pgvault.exceptions import ArchiveFormatError, PgVaultError, RestoreError
 from pgvault.manifest import Manifest
 from pgvault.pg_archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
 from pgvault.plugin.manager import call_hook
+from pgvault.plugin.restore_hooks import restore_events
 from pgvault.postgres import (
     _first_line,
     connect,
@@ -1110,6 +1111,7 @@ def _extract_artifact(
         raise RestoreError(f"backup {manifest.backup_id}: {refused}") from refused
 
 
+@restore_events  # the restore hooks and [[hook]] commands around the entry point (issue 16)
 def restore(
     config: PipelineConfig,
     ref: str = "latest",
