@@ -258,3 +258,30 @@ def test_min_count_and_the_metric_count_the_schedule_only(tmp_path: Path) -> Non
     result = pgvault.check(config, now=NOW)
     assert result.lines() == ["WARNING: 1 complete backup(s) in the vault (min_count 2)"]
     assert read_metrics(metrics)["pgvault_backups", '{name="test"}'] == 1
+
+
+def test_nagios_perfdata_and_unknown(
+    make_config: ConfigMaker, files_source: dict[str, Any], tmp_path: Path
+) -> None:
+    """The status line carries performance data with the thresholds as Nagios ranges; a vault
+    that cannot be read is UNKNOWN (exit 3) with no made-up figures."""
+    path = make_config(files_source, extra='[check]\nmin_count = 2\nwarn_age = "25h"\n')
+    vault = Vault.from_config(pgvault.load_config(path))
+    daily_history(vault, datetime.now(UTC) - timedelta(days=2, hours=-1), 2)
+    out = pgvault_cli("check", path)
+    assert out.returncode == 0, out.stdout
+    status, perfdata = out.stdout.strip().split(" | ")
+    assert status.startswith("OK: vault 'test'")
+    fields = dict(item.split("=", 1) for item in perfdata.split())
+    assert fields["backups"] == "2;2:;;0"
+    age, warn, crit, low = fields["age"].split(";")
+    assert age.endswith("s") and 82000 < int(age[:-1]) < 86400
+    assert (warn, crit, low) == ("90000", "93600", "0")
+    assert fields["damaged"] == "0;;;0"
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    unreachable = make_config(files_source, sink={"type": "local", "path": str(blocker)})
+    out = pgvault_cli("check", unreachable)
+    assert out.returncode == 3
+    assert out.stdout.startswith("UNKNOWN: sink unreachable") and "|" not in out.stdout

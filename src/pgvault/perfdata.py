@@ -32,7 +32,7 @@ def perfdata(result: CheckResult) -> str:
     items.append(_item("backups", result.backups, "", min_count, "", "0"))
     newest = result.newest
     if newest is not None:
-        age = max(0.0, (result.checked_at - newest.started_at).total_seconds())
+        age = max(0, round((result.checked_at - newest.started_at).total_seconds()))
         warn = f"{limits.warn_age.delta.total_seconds():.0f}" if limits and limits.warn_age else ""
         crit = f"{limits.max_age.delta.total_seconds():.0f}" if limits else ""
         items.append(_item("age", age, "s", warn, crit, "0"))
@@ -46,7 +46,7 @@ def perfdata(result: CheckResult) -> str:
         total = str(result.total_bytes) if result.total_bytes is not None else ""
         items.append(_item("free", result.free_bytes, "B", warn, "", "0", total))
     if result.wal_newest_at is not None:
-        wal_age = max(0.0, (result.checked_at - result.wal_newest_at).total_seconds())
+        wal_age = max(0, round((result.checked_at - result.wal_newest_at).total_seconds()))
         crit = (
             f"{limits.max_wal_age.delta.total_seconds():.0f}"
             if limits and limits.max_wal_age

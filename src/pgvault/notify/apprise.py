@@ -14,7 +14,10 @@ log for the error message, with the URLs (which hold the tokens) masked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import attrs
@@ -33,10 +36,23 @@ INSTALL_HINT = "the apprise notifier needs the apprise package: pip install 'pgv
 
 def _apprise() -> Any:
     try:
-        import apprise
+        # apprise imports the standard library's deprecated imghdr: its warning is not the
+        # user's to act on, and under warnings-as-errors it would stop every notification.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import apprise
     except ImportError:
         raise NotifyError(INSTALL_HINT) from None
     return apprise
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """apprise loads its services lazily, one of them importing the standard library's deprecated
+    imghdr: that warning is not the user's to act on, and as an error it would stop delivery."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _schemes(urls: str) -> list[str]:
@@ -60,7 +76,9 @@ class Apprise(Notifier):
             apprise = _apprise()
         except NotifyError as exc:
             raise ValueError(str(exc)) from None
-        if self.url and not apprise.Apprise().add(self.url):
+        with _quiet():
+            known = not self.url or apprise.Apprise().add(self.url)
+        if not known:
             raise ValueError(
                 "url is not one apprise knows (schemes given: "
                 + ", ".join(_schemes(self.url))
@@ -95,10 +113,12 @@ class Apprise(Notifier):
     def send(self, event: Event) -> None:
         apprise = _apprise()
         sender = apprise.Apprise()
-        if not sender.add(self._url()):
+        with _quiet():
+            known = sender.add(self._url())
+        if not known:
             raise NotifyError("the apprise URL is not one apprise knows")
         body = "\n\n".join(p for p in (event.text, f"host: {event.host}") if p)
-        with apprise.LogCapture(level=logging.WARNING) as captured:
+        with _quiet(), apprise.LogCapture(level=logging.WARNING) as captured:
             delivered = sender.notify(
                 title=event.title, body=body, notify_type=self.notify_type(event)
             )

@@ -162,7 +162,7 @@ def run_one(hook: ExecHook, event: str, env: Mapping[str, str]) -> str | None:
         output, _ = process.communicate(timeout=hook.timeout.delta.total_seconds())
     except subprocess.TimeoutExpired:
         _stop(process)
-        output = process.stdout.read() if process.stdout else b""
+        output, _ = process.communicate()  # what it wrote before it was stopped; closes the pipe
         tail = _tail(output)
         return f"{name} timed out after {hook.timeout}" + (f": {tail}" if tail else "")
     except BaseException:  # Ctrl-C, SIGTERM: the command must not outlive us
