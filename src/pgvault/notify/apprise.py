@@ -81,7 +81,7 @@ class Apprise(Notifier):
         if not known:
             raise ValueError(
                 "url is not one apprise knows (schemes given: "
-                + ", ".join(_schemes(self.url))
+                + ", ".join(_schemes(self.url or ""))
                 + "); see https://github.com/caronc/apprise/wiki"
             )
 
