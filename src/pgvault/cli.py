@@ -270,6 +270,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="file to create")
     p.add_argument("--x25519", action="store_true", help="make an X25519 key pair for recipients")
+
+    # completion (issue 16): prints or installs a shell's completion script; no config either.
+    p = sub.add_parser(
+        "completion",
+        help="print (or --install) the shell completion script for bash, zsh or fish",
+        description="Print the completion script for SHELL, or with --install write it where "
+        "the shell finds it for your user.",
+        parents=[sub_common],
+    )
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    p.add_argument("--install", action="store_true", help="write it to the user's folder")
     return parser
 
 
@@ -955,7 +966,27 @@ def _cmd_wal_prefetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from pgvault.completion import GENERATORS, install_path
+
+    script = GENERATORS[args.shell](_build_parser())
+    if not args.install:
+        print(script, end="")
+        return EXIT_OK
+    path = install_path(args.shell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    print(f"wrote {path}", file=sys.stderr)
+    if args.shell == "zsh":
+        print(
+            "add to ~/.zshrc: fpath=(~/.zfunc $fpath); autoload -Uz compinit; compinit",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "completion": _cmd_completion,
     "run": _cmd_run,
     "list": _cmd_list,
     "show": _cmd_show,
