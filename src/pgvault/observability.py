@@ -312,14 +312,17 @@ def after_check(config: PipelineConfig, result: CheckResult) -> None:
         "backups": result.backups,
         "problems": [str(p) for p in result.problems],
     }
+    # Not OK is a WARNING (ERROR for CRITICAL and UNKNOWN) for the log's watchers; the CLI
+    # prints the problems itself, so its stderr handler leaves the record out.
+    level = logging.INFO if result.ok else logging.WARNING if result.status == 1 else logging.ERROR
     with contextlib.suppress(Exception):
-        # INFO like the run record: the CLI prints the problems, the log keeps the history.
-        run_log.info(
+        run_log.log(
+            level,
             "check of %s: %s: %s",
             config.name,
             result.status.name,
-            result.summary(),
-            extra={FIELDS_ATTR: fields},
+            "; ".join(p.message for p in result.problems) or result.summary(),
+            extra={FIELDS_ATTR: fields, REPORTED: not result.ok},
         )
     if config.metrics_file is None:
         return
