@@ -271,6 +271,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="file to create")
     p.add_argument("--x25519", action="store_true", help="make an X25519 key pair for recipients")
 
+    # report (issue 16): what the vault did over a period.
+    p = command("report", "report backups taken and failed, size and duration trends, cost, drills")
+    p.add_argument("--since", default="30d", help="period to report on (default 30d)")
+    p.add_argument("--format", choices=("text", "json", "html"), default="text")
+    p.add_argument("--chart", type=Path, metavar="FILE.svg", help="also draw the chart as SVG")
+    p.add_argument("--prices", type=Path, metavar="FILE", help="price table (JSON) to use")
+
     # completion (issue 16): prints or installs a shell's completion script; no config either.
     p = sub.add_parser(
         "completion",
@@ -966,6 +973,33 @@ def _cmd_wal_prefetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pgvault.reporting.chart import svg
+    from pgvault.reporting.report import build, load_prices
+    from pgvault.units import Duration
+
+    config = _config(args)
+    try:
+        since = Duration.parse(args.since).delta
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    try:
+        prices = load_prices(args.prices)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"--prices {args.prices}: cannot read the price table: {exc}") from None
+    report = build(config, since=since, prices=prices)
+    chart = svg(report)
+    if args.chart:
+        args.chart.write_text(chart)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    elif args.format == "html":
+        print(report.html(chart))
+    else:
+        print(report.text(), end="")
+    return EXIT_OK
+
+
 def _cmd_completion(args: argparse.Namespace) -> int:
     from pgvault.completion import GENERATORS, install_path
 
@@ -987,6 +1021,7 @@ def _cmd_completion(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "completion": _cmd_completion,
+    "report": _cmd_report,
     "run": _cmd_run,
     "list": _cmd_list,
     "show": _cmd_show,

@@ -26,6 +26,7 @@ from pgvault.manifest import ArtifactRecord, Manifest, TransformRecord, new_back
 from pgvault.observability import after_run
 from pgvault.plugin.exec_hooks import around as exec_hooks
 from pgvault.plugin.manager import call_hook
+from pgvault.reporting.failures import record_failure
 from pgvault.runlock import run_lock
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sources.api import SourceStream
@@ -99,6 +100,8 @@ def run(
             manifest = _run(config, vault, backup_id, started, kind, labels or {}, progress)
     except BaseException as exc:
         _remove_partial_backup(vault, backup_id)
+        if kind == "scheduled":  # failures are in the vault too, for reports (issue 16)
+            record_failure(vault, backup_id, kind, started, exc)
         after_run(
             config,
             backup_id=backup_id,
