@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pgvault.health import CheckResult
+    from pgvault.operations.check import CheckResult
 
 
 def _item(

@@ -13,7 +13,7 @@ import pytest
 
 import pgvault
 from pgvault.reporting.failures import read_failures
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
 from tests.conftest import pgvault_cli
 from tests.fake_backups import fake_backup
 

@@ -40,7 +40,7 @@ from pgvault.exceptions import ExecHookError
 from pgvault.units import Duration
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.hooks")
 

@@ -21,7 +21,7 @@ from pgvault.plugin.exec_hooks import around
 from pgvault.plugin.manager import call_hook
 
 if TYPE_CHECKING:
-    from pgvault.restore import RestoreResult
+    from pgvault.operations.restore.database import RestoreResult
 
 log = logging.getLogger("pgvault.restore")
 
@@ -34,7 +34,7 @@ def restore_events(fn: Callable[P, RestoreResult]) -> Callable[P, RestoreResult]
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> RestoreResult:
-        from pgvault.vault import Vault
+        from pgvault.vault.contents import Vault
 
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING
 
-from pgvault.progress import human_bytes
+from pgvault.engine.progress import human_bytes
 
 if TYPE_CHECKING:
     from pgvault.reporting.report import Report

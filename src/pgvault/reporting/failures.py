@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgvault.exceptions import PgVaultError
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
 
 log = logging.getLogger("pgvault.report")
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from pgvault.drill import last_drills
-from pgvault.progress import human_bytes
+from pgvault.engine.progress import human_bytes
+from pgvault.operations.drill import last_drills
 from pgvault.reporting.failures import read_failures
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 GIB = 2**30
 WEEK = 7 * 86400
