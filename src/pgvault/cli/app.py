@@ -974,8 +974,8 @@ def _cmd_wal_prefetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pgvault.reporting.chart import svg
-    from pgvault.reporting.report import build, load_prices
+    from pgvault.operations.report.chart import svg
+    from pgvault.operations.report.report import build, load_prices
     from pgvault.units import Duration
 
     config = _config(args)
@@ -1001,7 +1001,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
-    from pgvault.completion import GENERATORS, install_path
+    from pgvault.cli.completion import GENERATORS, install_path
 
     script = GENERATORS[args.shell](_build_parser())
     if not args.install:

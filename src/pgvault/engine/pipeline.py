@@ -27,7 +27,7 @@ from pgvault.observability import after_run
 from pgvault.pipeline_config import PipelineConfig
 from pgvault.plugin.exec_hooks import around as exec_hooks
 from pgvault.plugin.manager import call_hook
-from pgvault.reporting.failures import record_failure
+from pgvault.vault.failures import record_failure
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sources.api import SourceStream
 from pgvault.transforms.api import ArtifactBinding

@@ -23,7 +23,7 @@ import pluggy
 from pgvault.engine.progress import human_bytes
 from pgvault.exceptions import PgVaultError
 from pgvault.observability import after_check
-from pgvault.perfdata import perfdata
+from pgvault.operations.perfdata import perfdata
 from pgvault.plugin.manager import call_hook
 from pgvault.settings import CheckThresholds
 from pgvault.units import Duration, human_duration

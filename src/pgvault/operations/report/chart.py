@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pgvault.engine.progress import human_bytes
 
 if TYPE_CHECKING:
-    from pgvault.reporting.report import Report
+    from pgvault.operations.report.report import Report
 
 WIDTH, PANEL, TOP, LEFT, RIGHT, GAP = 860, 170, 50, 90, 20, 60
 

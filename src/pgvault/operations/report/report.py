@@ -1,7 +1,7 @@
 """``pgvault report``: what a pipeline's vault did over a period, read from the vault alone.
 
 Per pipeline: backups taken and failed (failures are recorded in the vault by the run, see
-:mod:`pgvault.reporting.failures`), the success rate, duration and stored size over time with
+:mod:`pgvault.vault.failures`), the success rate, duration and stored size over time with
 their trend (least-squares growth per week), the compression ratio, storage by class and its
 monthly cost from a shipped list-price table (``prices.json``; ``--prices FILE`` overrides it),
 and the drill history with restore times.
@@ -20,7 +20,7 @@ import attrs
 
 from pgvault.engine.progress import human_bytes
 from pgvault.operations.drill import last_drills
-from pgvault.reporting.failures import read_failures
+from pgvault.vault.failures import read_failures
 from pgvault.vault.contents import Vault
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ WEEK = 7 * 86400
 def load_prices(path: Path | None = None) -> dict[str, dict[str, float]]:
     """The price table: USD per GiB-month by sink type and storage class."""
     text = (
-        path.read_text() if path else files("pgvault.reporting").joinpath("prices.json").read_text()
+        path.read_text() if path else files("pgvault.operations.report").joinpath("prices.json").read_text()
     )
     data = json.loads(text)
     return {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.reporting.failures import read_failures
+from pgvault.vault.failures import read_failures
 from pgvault.vault.contents import Vault
 from tests.conftest import pgvault_cli
 from tests.fake_backups import fake_backup
