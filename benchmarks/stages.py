@@ -3,7 +3,7 @@
     python -m benchmarks.stages [--dataset entropy] [--size-gb 0.3] [--top 8] [--dsn DSN]
 
 Runs ``pgvault.run`` in this process on a dataset of its own (or ``--dsn``), zstd-3 +
-aes-256-gcm into a local vault, with every stage thread of :mod:`pgvault.flow` wrapped: the
+aes-256-gcm into a local vault, with every stage thread of :mod:`pgvault.engine.flow` wrapped: the
 thread's CPU (``time.thread_time``) and a cProfile of it. Prints per stage the CPU seconds and
 the functions that took most of it, then the process's CPU against its stages' (what is left is
 the main thread and interpreter start), and pg_dump's. :func:`measure` returns the same figures
@@ -29,12 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pgvault import flow
+from pgvault.engine import flow
 
 
 @contextmanager
 def profiled_stages(profile: bool = True) -> Iterator[dict[str, dict[str, Any]]]:
-    """While active, every stage a :class:`pgvault.flow.Flow` spawns records its CPU (and, with
+    """While active, every stage a :class:`pgvault.engine.flow.Flow` spawns records its CPU (and, with
     ``profile``, a cProfile) under its stage kind (``read``, ``zstd``, ``store`` …)."""
     stages: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
@@ -87,7 +87,7 @@ def measure(config_path: Path, *, profile: bool = True, top: int = 8) -> dict[st
     """One in-process ``pgvault run`` of ``config_path``: per-stage CPU and top functions,
     the process's CPU and its children's (pg_dump, pg_dumpall)."""
     from pgvault.config import load_config
-    from pgvault.pipeline import run
+    from pgvault.engine.pipeline import run
 
     config = load_config(config_path)
     t0, r0 = time.perf_counter(), os.times()
@@ -130,7 +130,7 @@ def report(result: dict[str, Any]) -> str:
 def main() -> int:
     """Build a dataset (or use ``--dsn``), back it up once with every stage profiled."""
     from benchmarks import dataset
-    from pgvault.cluster import PostgresCluster
+    from pgvault.postgres.cluster import PostgresCluster
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="entropy", choices=dataset.DATASETS)
