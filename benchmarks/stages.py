@@ -34,8 +34,8 @@ from pgvault.engine import flow
 
 @contextmanager
 def profiled_stages(profile: bool = True) -> Iterator[dict[str, dict[str, Any]]]:
-    """While active, every stage a :class:`pgvault.engine.flow.Flow` spawns records its CPU (and, with
-    ``profile``, a cProfile) under its stage kind (``read``, ``zstd``, ``store`` …)."""
+    """While active, every stage a :class:`pgvault.engine.flow.Flow` spawns records its CPU
+    (and, with ``profile``, a cProfile) under its stage kind (``read``, ``zstd``, ``store`` …)."""
     stages: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
     original = flow.Flow.spawn
