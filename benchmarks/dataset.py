@@ -173,7 +173,8 @@ def build_entropy(cluster: PostgresCluster, dbname: str, size_gb: float) -> int:
 TABLE_DDL = (
     "CREATE TABLE {name} (id int PRIMARY KEY, name text, amount numeric(12, 2), "
     "created_at timestamptz); "
-    "INSERT INTO {name} SELECT i, md5(i::text) || ' item', (i * 7 % 10000) / 100.0, "
+    # md5 of the table's name too: tables that repeated each other would compress away.
+    "INSERT INTO {name} SELECT i, md5('{name}' || i) || ' item', (i * 7 % 10000) / 100.0, "
     "timestamptz '2026-01-01' + i * interval '1 minute' FROM generate_series(1, {rows}) AS i"
 )
 
