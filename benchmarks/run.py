@@ -325,7 +325,8 @@ def write_report(
         *table(restores, None),
         "",
         "pgvault's restore includes decoding, digest checks while streaming, and validation "
-        "against the manifest (ANALYZE of every table).",
+        "against the manifest (exact counts where recorded; small tables counted, large ones "
+        "estimated from a sample of their pages).",
         "",
         f"## Compressors ({sample_mib} MiB sample of the uncompressed custom-format dump)",
         "",

@@ -337,3 +337,53 @@ def test_a_stream_that_is_no_archive_is_named(data: bytes, message: str) -> None
     """Empty, truncated and foreign streams raise ArchiveFormatError naming the archive."""
     with pytest.raises(ArchiveFormatError, match=f"artifact a.pgdump: .*{message}"):
         read_toc_stream(iter([data]), name="artifact a.pgdump")
+
+
+# Run in a child so the peak is the scan's alone: VmHWM is the high-water mark of the child's
+# own memory, which a fork from (large) pytest does not carry over, unlike getrusage's.
+_SCAN_PEAK = """
+import sys
+from pathlib import Path
+from pgvault.pg_archive import fill_data_offsets
+assert fill_data_offsets(Path(sys.argv[1]))
+status = Path("/proc/self/status").read_text()
+print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+"""
+
+
+def test_filling_the_offsets_of_a_large_archive_keeps_memory_flat(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """A parallel restore's work file 2.5 times pgvault's memory bound (100 MB), in 4 KiB chunks
+    as a pipe dump has them, gets its offset filled by a process that stays under the bound."""
+    import struct
+    import sys
+
+    name = "pg_archive_one_table"
+    pg_cluster.drop_database(name)
+    pg_cluster.create_database(name)
+    pg_cluster.execute("CREATE TABLE numbers (n int); INSERT INTO numbers VALUES (1)", name)
+    small = pg_dump(pg_cluster, name, tmp_path / "small.dump", "--compress=0", pipe=True)
+    pg_cluster.drop_database(name)
+    toc = read_toc(small)
+    (entry,) = [e for e in toc.entries if e.has_data]
+    # The same TOC, then one data block of 250 MB of COPY rows, 4 KiB per chunk.
+    rows = b"1\n" * 2048
+    chunk = struct.pack("<BI", 0, len(rows)) + rows
+    big = tmp_path / "big.dump"
+    with big.open("wb") as out:
+        out.write(small.read_bytes()[: toc.data_start])
+        out.write(bytes([1]) + struct.pack("<BI", 0, entry.dump_id))
+        block = chunk * 256  # 1 MiB
+        for _ in range(250):
+            out.write(block)
+        out.write(struct.pack("<BI", 0, 0))
+    assert big.stat().st_size > 250 << 20
+
+    child = subprocess.run(
+        [sys.executable, "-c", _SCAN_PEAK, str(big)], capture_output=True, text=True, check=True
+    )
+    peak_mb = int(child.stdout) / 1024
+    assert data_states(big) == [OFFSET_SET]
+    assert read_toc(big).entries[toc.entries.index(entry)].position == toc.data_start
+    assert peak_mb < 100, f"peak RSS {peak_mb:.0f} MB while scanning a 262 MB archive"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Literal
 
@@ -26,9 +27,18 @@ EXTRAS: dict[tuple[Kind, str], str] = {
 }
 
 
+@cache
+def _installed() -> dict[str, tuple[EntryPoint, ...]]:
+    """The installed components' entry points by group, read once per process: each scan reads
+    the metadata of every installed distribution, and a run looks up its source, transforms and
+    sink."""
+    everything = entry_points()
+    return {group: tuple(everything.select(group=group)) for group in GROUPS.values()}
+
+
 def available(kind: Kind) -> dict[str, EntryPoint]:
     """Installed components of ``kind``, by name."""
-    return {ep.name: ep for ep in entry_points(group=GROUPS[kind])}
+    return {ep.name: ep for ep in _installed()[GROUPS[kind]]}
 
 
 def load_component(kind: Kind, name: str, *, path: str | None = None, key: str) -> type:

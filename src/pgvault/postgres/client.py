@@ -11,7 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,20 +123,8 @@ def find_binary(
             return found
         raise SourceError(f"{name} not found at {configured}")
     candidates: list[Path] = []
-    if server_major:
-        candidates.append(Path(f"/usr/lib/postgresql/{server_major}/bin/{name}"))
-    if os.environ.get("PG_BINDIR"):
-        candidates.append(Path(os.environ["PG_BINDIR"], name))
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            bindir = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
-            ).stdout.strip()
-            candidates.append(Path(bindir, name))
-        except (OSError, subprocess.SubprocessError):
-            pass
-    for candidate in candidates:
+    for candidate in _candidates(name, server_major):
+        candidates.append(candidate)
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     on_path = shutil.which(name)
@@ -145,6 +133,24 @@ def find_binary(
     looked = ", ".join(str(c) for c in candidates) + (", " if candidates else "") + "PATH"
     hint = f" (install postgresql-client-{server_major})" if server_major else ""
     raise SourceError(f"{name} not found; looked in {looked}{hint}")
+
+
+def _candidates(name: str, server_major: int | None) -> Iterator[Path]:
+    """Where ``name`` may be, in order; ``pg_config`` runs only if the places before it fail
+    (a child process of its own on every backup and restore, otherwise)."""
+    if server_major:
+        yield Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")
+    if os.environ.get("PG_BINDIR"):
+        yield Path(os.environ["PG_BINDIR"], name)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            bindir = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return
+        yield Path(bindir, name)
 
 
 def tool_version(binary: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import pgvault
+from pgvault.operations.restore import validation as restore_validation
 from pgvault.postgres.archive import OFFSET_SET, read_toc
 from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli, snapshot_database
@@ -231,24 +232,45 @@ def stale_db(pg_cluster: PostgresCluster) -> str:
     return "stale_stats"
 
 
+# Validation counts a small table and estimates a large one from a sample of its pages: with
+# the sample bound lowered, these tables of a few hundred pages take the sampling path.
+SAMPLED = pytest.mark.parametrize("sample_pages", [None, 20], ids=["counted", "sampled"])
+
+
+@SAMPLED
 def test_stale_statistics_do_not_fail_a_good_restore(
-    pg_cluster: PostgresCluster, stale_db: str, make_config: ConfigMaker
+    pg_cluster: PostgresCluster,
+    stale_db: str,
+    make_config: ConfigMaker,
+    monkeypatch: pytest.MonkeyPatch,
+    sample_pages: int | None,
 ) -> None:
     """Tables grown, emptied or filled since their last ANALYZE restore and validate: the
     recorded estimates follow the tables, not the stale statistics."""
+    if sample_pages is not None:
+        monkeypatch.setattr(restore_validation, "SAMPLE_PAGES", sample_pages)
     config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(stale_db)}))
     manifest = pgvault.run(config)
     pg_cluster.drop_database("stale_copy")
     result = pgvault.restore(config, manifest.backup_id, target_db="stale_copy")
     assert result.validation.ok
+    grown = next(t for t in result.validation.tables if t.name == "grown")
+    assert grown.restored is not None and abs(grown.restored - 50_000) < 5_000
     assert snapshot_database(pg_cluster, "stale_copy") == snapshot_database(pg_cluster, stale_db)
     pg_cluster.drop_database("stale_copy")
 
 
+@SAMPLED
 def test_far_fewer_rows_than_estimated_fails_validation(
-    pg_cluster: PostgresCluster, stale_db: str, make_config: ConfigMaker
+    pg_cluster: PostgresCluster,
+    stale_db: str,
+    make_config: ConfigMaker,
+    monkeypatch: pytest.MonkeyPatch,
+    sample_pages: int | None,
 ) -> None:
     """A restored table with a tenth of the rows the backup estimated fails, naming it."""
+    if sample_pages is not None:
+        monkeypatch.setattr(restore_validation, "SAMPLE_PAGES", sample_pages)
     config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(stale_db)}))
     manifest = pgvault.run(config)
 

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -44,6 +44,13 @@ from pgvault.operations.restore.target import (
     shielded,
 )
 from pgvault.operations.restore.untar import TarExtractor
+
+# Validation lives in its own module; its names stay importable from here.
+from pgvault.operations.restore.validation import (
+    TableCheck,
+    ValidationReport,
+    validate_database,
+)
 from pgvault.plugin.manager import call_hook
 from pgvault.plugin.restore_hooks import restore_events
 from pgvault.postgres.archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
@@ -105,49 +112,6 @@ class RestoreResult:
     warnings: tuple[str, ...] = ()
     """What the restore could not bring back, by name: materialized views left without their
     data, objects a partial restore left out because they need tables it does not include."""
-
-
-ESTIMATE_SLACK_ROWS = 1000
-"""Row differences this small never fail an estimate comparison (small tables' estimates jump)."""
-
-
-@attrs.frozen
-class TableCheck:
-    """One table compared after a restore: what the manifest recorded and what is there now."""
-
-    schema: str
-    name: str
-    recorded: int | None
-    restored: int | None
-    exact: bool
-    ok: bool
-    reason: str = ""
-
-    @property
-    def qualified(self) -> str:
-        """``schema.name``."""
-        return f"{self.schema}.{self.name}"
-
-
-@attrs.frozen
-class ValidationReport:
-    """Restored database against the manifest: every table present, counts as recorded."""
-
-    tables: tuple[TableCheck, ...]
-
-    @property
-    def ok(self) -> bool:
-        """Whether every table passed."""
-        return all(t.ok for t in self.tables)
-
-    @property
-    def failures(self) -> tuple[TableCheck, ...]:
-        """The tables that did not pass."""
-        return tuple(t for t in self.tables if not t.ok)
-
-    def describe_failures(self) -> str:
-        """``public.users: missing; sales.orders: 4999 rows, backup counted 5000 exactly``."""
-        return "; ".join(f"{t.qualified}: {t.reason}" for t in self.failures)
 
 
 def database_exists(target: DatabaseTarget, maintenance_db: str | None = None) -> bool:
@@ -461,130 +425,6 @@ def _check_work_space(manifest: Manifest, jobs: int, work_dir: Path | None, fmt:
     main = next((a for a in manifest.artifacts if a.role == "main"), None)
     if main is not None:
         _free_space(work_dir, main.raw_size, manifest)
-
-
-def validate_database(
-    manifest: Manifest,
-    target: DatabaseTarget,
-    settings: RestoreSettings | None = None,
-    *,
-    selected: Collection[tuple[str, str]] | None = None,
-) -> ValidationReport:
-    """Compare the restored database with the tables the manifest recorded at backup time.
-
-    Tables counted exactly at backup time are counted again and must match exactly; the others
-    are ANALYZEd (which samples, so it is cheap on large tables) and their estimate compared with
-    the recorded one within ``estimate_tolerance`` (and ``ESTIMATE_SLACK_ROWS``). A partitioned
-    table is counted through itself, so its rows are those of every partition still attached;
-    its estimate is the sum of its leaf partitions'. With ``selected`` (``(schema, name)``
-    pairs), exactly those tables are expected: each must be present, also one the manifest does
-    not record (a partitioned table in a backup older than pgvault recording them).
-    """
-    settings = settings or RestoreSettings()
-    recorded = manifest.source.get("tables", [])
-    expected = [t for t in recorded if selected is None or (t["schema"], t["name"]) in selected]
-    if selected is not None:
-        known = {(t["schema"], t["name"]) for t in recorded}
-        expected += [
-            {"schema": s, "name": n, "rows": None, "exact": False}
-            for s, n in sorted(selected)
-            if (s, n) not in known
-        ]
-    # Partitioned tables last: their estimates add up their partitions', ANALYZEd first.
-    expected.sort(key=lambda t: bool(t.get("partitioned")))
-    analyzed: set[int] = set()
-    checks: list[TableCheck] = []
-    with connect(target.dsn, dbname=target.name) as conn:
-        present = {
-            (str(s), str(n)): int(str(oid))
-            for s, n, oid in conn.execute(
-                "SELECT n.nspname, c.relname, c.oid::bigint FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"
-            ).fetchall()
-        }
-        for t in expected:
-            schema, name, rows, exact = t["schema"], t["name"], t.get("rows"), t.get("exact")
-            key = (schema, name)
-            ident = f"{quote_ident(schema)}.{quote_ident(name)}"
-            if key not in present:
-                checks.append(TableCheck(schema, name, rows, None, bool(exact), False, "missing"))
-                continue
-            if exact:
-                row = conn.execute(f"SELECT count(*) FROM {ident}").fetchone()  # noqa: S608
-                actual = int(str(row[0])) if row else 0
-                ok = actual == rows
-                reason = "" if ok else f"{actual} rows, the backup counted {rows} exactly"
-                checks.append(TableCheck(schema, name, rows, actual, True, ok, reason))
-                continue
-            opinions = _recorded_estimates(rows, t.get("live_rows"))
-            if not opinions:  # no statistics at backup time: nothing to compare
-                checks.append(TableCheck(schema, name, None, None, False, True))
-                continue
-            if t.get("partitioned"):
-                estimate = _partitions_estimate(conn, present[key], analyzed)
-            else:
-                conn.execute(f"ANALYZE {ident}")
-                analyzed.add(present[key])
-                est_row = conn.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s", [present[key]]
-                ).fetchone()
-                estimate = max(int(str(est_row[0])), 0) if est_row else 0
-            tolerance = settings.estimate_tolerance
-            # Either estimate will do: each goes wrong in its own way (see pg_dump's _ESTIMATE
-            # and live_rows), and a good restore must not fail, and be dropped, for stale stats.
-            ok = any(abs(estimate - r) <= max(ESTIMATE_SLACK_ROWS, tolerance * r) for r in opinions)
-            recorded = " or ".join(str(r) for r in opinions)
-            reason = (
-                ""
-                if ok
-                else f"about {estimate} rows, the backup estimated {recorded} "
-                f"(tolerance {tolerance:.0%})"
-            )
-            checks.append(TableCheck(schema, name, opinions[0], estimate, False, ok, reason))
-    return ValidationReport(tuple(checks))
-
-
-def _partitions_estimate(
-    conn: psycopg.Connection[tuple[object, ...]], oid: int, analyzed: set[int]
-) -> int:
-    """The estimated rows of partitioned table ``oid``: the sum over its attached leaf
-    partitions, each ANALYZEd unless validation did already."""
-    leaves = [
-        int(str(r[0]))
-        for r in conn.execute(
-            "SELECT relid::oid::bigint FROM pg_partition_tree(%s::oid) WHERE isleaf", [oid]
-        ).fetchall()
-    ]
-    for leaf in leaves:
-        if leaf not in analyzed:
-            conn.execute(f"ANALYZE {_regclass_name(conn, leaf)}")
-            analyzed.add(leaf)
-    row = conn.execute(
-        "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_class "
-        "WHERE oid = ANY(%s::oid[])",
-        [leaves],
-    ).fetchone()
-    return int(str(row[0])) if row else 0
-
-
-def _regclass_name(conn: psycopg.Connection[tuple[object, ...]], oid: int) -> str:
-    row = conn.execute(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::oid",
-        [oid],
-    ).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def _recorded_estimates(rows: object, live_rows: object) -> list[int]:
-    """The estimates a backup recorded for a table: the planner's, then the statistics
-    system's live-row count. A live count of zero beside no planner estimate is left out: it is
-    what a stats reset, a crash or a standby shows for a table of any size."""
-    opinions = [int(str(rows))] if rows is not None else []
-    if live_rows is not None and (opinions or int(str(live_rows)) > 0):
-        opinions.append(int(str(live_rows)))
-    return opinions
 
 
 def _safety_backup(
