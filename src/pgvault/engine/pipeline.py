@@ -27,12 +27,12 @@ from pgvault.observability import after_run
 from pgvault.pipeline_config import PipelineConfig
 from pgvault.plugin.exec_hooks import around as exec_hooks
 from pgvault.plugin.manager import call_hook
-from pgvault.vault.failures import record_failure
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sources.api import SourceStream
 from pgvault.transforms.api import ArtifactBinding
 from pgvault.transforms.digest import MD5_SIDECAR, Digests, md5sums_text
 from pgvault.vault.contents import Vault
+from pgvault.vault.failures import record_failure
 from pgvault.vault.manifest import ArtifactRecord, Manifest, TransformRecord, new_backup_id, utc_now
 
 log = logging.getLogger("pgvault.pipeline")

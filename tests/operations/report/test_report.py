@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.vault.failures import read_failures
 from pgvault.vault.contents import Vault
+from pgvault.vault.failures import read_failures
 from tests.conftest import pgvault_cli
 from tests.fake_backups import fake_backup
 

@@ -20,8 +20,8 @@ import attrs
 
 from pgvault.engine.progress import human_bytes
 from pgvault.operations.drill import last_drills
-from pgvault.vault.failures import read_failures
 from pgvault.vault.contents import Vault
+from pgvault.vault.failures import read_failures
 
 if TYPE_CHECKING:
     from pgvault.pipeline_config import PipelineConfig
@@ -32,9 +32,8 @@ WEEK = 7 * 86400
 
 def load_prices(path: Path | None = None) -> dict[str, dict[str, float]]:
     """The price table: USD per GiB-month by sink type and storage class."""
-    text = (
-        path.read_text() if path else files("pgvault.operations.report").joinpath("prices.json").read_text()
-    )
+    shipped = files("pgvault.operations.report").joinpath("prices.json")
+    text = path.read_text() if path else shipped.read_text()
     data = json.loads(text)
     return {
         k: {c: float(p) for c, p in v.items()} for k, v in data.items() if not k.startswith("_")
