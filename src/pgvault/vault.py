@@ -428,6 +428,16 @@ class Vault:
                     checked=tuple(a.path for a in manifest.artifacts),
                     problems=(VerifyProblem("(every artifact)", str(exc)),),
                 )
+            # -- A source whose backups are checked as a whole (a base backup: restored to scratch
+            # with its WAL and checked by pg_verifybackup) says so with ``verify_backup``.
+            whole = getattr(source_cls, "verify_backup", None)
+            if whole is not None:
+                report: VerifyReport = whole(self, manifest, context or DecodeContext())
+                if "md5" in manifest.checksums:
+                    report = attrs.evolve(
+                        report, problems=(*report.problems, *self._md5sums_problems(manifest))
+                    )
+                return report
         for art in manifest.artifacts:
             try:
                 if deep:
