@@ -217,6 +217,17 @@ class _BaseBackupRun(SourceRun):
         )
         self._segment_size = int(str(segment_size))
         self._standby = bool(standby)
+        # pg_basebackup's stdout is buffered: while the server waits for the archive, the tar's
+        # last blocks (global/pg_control) may not have reached pgvault yet. Ask the server too.
+        self._server_sysid: int | None = None
+        try:
+            with self._conn_lock:
+                row = self._conn.execute(
+                    "SELECT system_identifier FROM pg_control_system()"
+                ).fetchone()
+            self._server_sysid = int(str(row[0])) if row else None
+        except psycopg.Error:
+            pass  # not granted to this role: the tar's pg_control tells at the end
         (started,) = self._query("SELECT clock_timestamp()")
         self._started_at = _utc(started)
         self._binary = find_binary(
@@ -442,7 +453,7 @@ class _BaseBackupRun(SourceRun):
     def _cluster(self) -> ClusterId:
         from pgvault.wal.archive import ClusterId
 
-        sysid = getattr(self, "_sysid", None)
+        sysid = getattr(self, "_sysid", None) or self._server_sysid
         if sysid is None:
             control = self._checker.kept(b"global/pg_control")
             if len(control) < 8:
