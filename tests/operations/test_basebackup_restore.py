@@ -16,13 +16,14 @@ import pytest
 
 import pgvault
 from pgvault.exceptions import RestoreError
-from pgvault.manifest import ArtifactRecord, Manifest, new_backup_id
 from pgvault.operations.basebackup_restore import materialize_base_backup
 from pgvault.sinks.local import LocalSink
 from pgvault.transforms.api import DecodeContext
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import ArtifactRecord, Manifest, new_backup_id
 from pgvault.wal.configure import restore_command
 from tests.basebackup_rig import archiving, basebackup_config  # noqa: F401
+from tests.conftest import pgvault_cli
 from tests.wal.conftest import (  # noqa: F401
     RestoredCluster,
     WalRig,
@@ -181,3 +182,24 @@ def test_a_crafted_base_backup_never_writes_outside(
     assert list(outside.iterdir()) == []
     assert not (tmp_path / "escaped").exists()
     assert not target.exists()
+
+
+def test_verify_deep_runs_pg_verifybackup_and_catches_a_flipped_byte(archiving: WalRig) -> None:  # noqa: F811
+    """verify --deep restores the backup with its WAL to scratch and pg_verifybackup accepts
+    it; after one stored byte of the data tar is flipped, verify (plain and deep) fails
+    naming that artifact."""
+    path = basebackup_config(archiving)
+    config = pgvault.load_config(path)
+    manifest = pgvault.run(config)
+    ok = pgvault_cli("verify", path, manifest.backup_id, "--deep")
+    assert ok.returncode == 0, ok.stderr
+    assert "pg_verifybackup verified" in ok.stdout
+    base = next(a for a in manifest.artifacts if a.role == "basebackup")
+    stored = archiving.vault / "main" / "backups" / manifest.backup_id / base.path
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    for args in ((), ("--deep",)):
+        bad = pgvault_cli("verify", path, manifest.backup_id, *args)
+        assert bad.returncode != 0
+        assert f"FAILED {manifest.backup_id}: artifact {base.path}" in bad.stderr, bad.stderr

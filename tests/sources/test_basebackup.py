@@ -15,7 +15,7 @@ import pgvault
 from pgvault.exceptions import PgVaultError, SinkError, SourceError
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sinks.local import LocalSink
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
 from tests.basebackup_rig import archiving, basebackup_config  # noqa: F401
 from tests.wal.conftest import (  # noqa: F401
     WalRig,

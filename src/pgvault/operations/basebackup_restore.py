@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pgvault.exceptions import IntegrityError, PgVaultError, RestoreError
-from pgvault.manifest import ArtifactRecord, Manifest
-from pgvault.postgres import exit_description, find_binary, tool_error_text
+from pgvault.operations.restore.untar import TarExtractor
+from pgvault.postgres.client import exit_description, find_binary, tool_error_text
 from pgvault.sources.backup_manifest import (
     BackupManifest,
     BackupManifestError,
@@ -38,12 +38,12 @@ from pgvault.sources.backup_manifest import (
 )
 from pgvault.sources.basebackup import BASE_ROLE, MANIFEST_ROLE
 from pgvault.transforms.api import DecodeContext
-from pgvault.untar import TarExtractor
-from pgvault.vault import VerifyProblem, VerifyReport, raise_if_damaged
+from pgvault.vault.contents import VerifyProblem, VerifyReport, raise_if_damaged
+from pgvault.vault.manifest import ArtifactRecord, Manifest
 
 if TYPE_CHECKING:
-    from pgvault.pipeline import Progress
-    from pgvault.vault import Vault
+    from pgvault.engine.pipeline import Progress
+    from pgvault.vault.contents import Vault
 
 log = logging.getLogger("pgvault.restore")
 
@@ -199,7 +199,7 @@ def _extract(
     context: DecodeContext,
     progress: Progress | None,
 ) -> None:
-    from pgvault.restore import _ChunkReader
+    from pgvault.operations.restore.database import _ChunkReader
 
     chunks = vault.decoded(manifest, path, context)
 
@@ -337,6 +337,8 @@ def verify_base_backup(
             problems.append(VerifyProblem(base_path, _strip(str(exc), manifest, base_path)))
     finally:
         _remove(scratch)
+    if "md5" in manifest.checksums:
+        problems += vault._md5sums_problems(manifest)
     return VerifyReport(
         backup_id=manifest.backup_id,
         deep=True,

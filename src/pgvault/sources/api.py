@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 CHUNK_SIZE = 1 << 20
 """Bytes a source reads at a time: large enough to amortise per-chunk overhead in every stage."""

@@ -32,7 +32,7 @@ import attrs
 import psycopg
 
 from pgvault.exceptions import PgVaultError, SourceError
-from pgvault.postgres import (
+from pgvault.postgres.client import (
     _Collector,
     _first_line,
     check_dsn,
@@ -54,7 +54,7 @@ from pgvault.sources.backup_manifest import (
 from pgvault.units import Duration
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
     from pgvault.wal.archive import ClusterId, WalArchive
 
 log = logging.getLogger("pgvault.sources.basebackup")
@@ -101,7 +101,7 @@ class BaseBackupSource(Source):
             raise ValueError(f"dsn: {exc}") from None
 
     def describe(self) -> str:
-        from pgvault.postgres import describe_dsn
+        from pgvault.postgres.client import describe_dsn
 
         return f"base backup of {describe_dsn(self.dsn)}"
 
@@ -128,13 +128,6 @@ class BaseBackupSource(Source):
             result = checker.finish()
             return f"tar of {len(result.members)} files"
         return None
-
-    @classmethod
-    def verify_backup(cls, vault: Any, manifest: Any, context: Any) -> Any:
-        """``verify --deep``: restore to scratch with the WAL range, run ``pg_verifybackup``."""
-        from pgvault.operations.basebackup_restore import verify_base_backup
-
-        return verify_base_backup(vault, manifest, context)
 
 
 class _BaseBackupRun(SourceRun):
