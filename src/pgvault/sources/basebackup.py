@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import attrs
 import psycopg
 
+from pgvault.engine.flow import Aborted
 from pgvault.exceptions import PgVaultError, SourceError
 from pgvault.postgres.client import (
     _Collector,
@@ -492,10 +493,12 @@ class _BaseBackupRun(SourceRun):
     def _read_manifest(self) -> Iterator[bytes]:
         while not self._done.wait(0.1):
             if self._stopped:
-                raise SourceError("base backup stopped before its backup_manifest arrived")
+                raise Aborted("base backup stopped before its backup_manifest arrived")
         data = self._manifest_bytes
         if data is None:
-            raise SourceError("base backup failed before its backup_manifest arrived")
+            # The data stream failed and reports why; this stream only gives way (an Aborted
+            # never becomes the run's error, whichever thread gets there first).
+            raise Aborted("base backup failed before its backup_manifest arrived")
         for start in range(0, len(data), CHUNK_SIZE):
             yield data[start : start + CHUNK_SIZE]
 
