@@ -34,10 +34,10 @@ from typing import BinaryIO
 import attrs
 
 from pgvault.exceptions import ConfigError, ManifestError, PgVaultError
-from pgvault.manifest import ArtifactRecord, Manifest
 from pgvault.transforms.api import DecodeContext
 from pgvault.transforms.digest import MD5_SIDECAR, md5sums_text
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import ArtifactRecord, Manifest
 
 log = logging.getLogger("pgvault.export")
 
