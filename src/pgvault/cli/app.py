@@ -568,7 +568,9 @@ def _run_labels(args: argparse.Namespace) -> dict[str, str]:
     if args.keep_until is not None:
         until = parse_until(args.keep_until, option="--keep-until")
         labels["keep_until"] = (
-            "forever" if until == FOREVER else until.isoformat().replace("+00:00", "Z")
+            "forever"
+            if until == FOREVER
+            else until.isoformat(timespec="seconds").replace("+00:00", "Z")
         )
     return labels
 
