@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from pgvault.exceptions import ConfigError
+from pgvault.plugin.exec_hooks import ExecHook
 from pgvault.settings import (
     CheckThresholds,
     DrillSettings,
@@ -63,6 +64,8 @@ class PipelineConfig:
     """Prometheus textfile (node_exporter) rewritten after each run and check."""
     wal: WalSettings = attrs.field(factory=WalSettings)
     """The ``[wal]`` table: continuous WAL archiving (defaults when absent)."""
+    hooks: tuple[ExecHook, ...] = ()
+    """The ``[[hook]]`` tables: commands run before and after operations (exec hooks)."""
 
     def where(self) -> str:
         """The config file's name for messages, or ``<config>`` when built in code."""

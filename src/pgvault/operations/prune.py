@@ -21,6 +21,7 @@ import pluggy
 
 from pgvault.engine.runlock import Lease, live_leases
 from pgvault.exceptions import ConfigError, PgVaultError
+from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
 from pgvault.settings import RetentionPolicy
 from pgvault.vault.contents import Vault
@@ -120,6 +121,8 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# [[hook]] before_prune / after_prune commands (issue 16).
+@with_hooks("prune", lambda r: {"outcome": "succeeded" if r.ok else "failed"})
 def prune(
     config: PipelineConfig,
     *,
