@@ -44,8 +44,10 @@ from pgvault.operations.prune import prune as prune_vault
 from pgvault.operations.restore.database import list_archive
 from pgvault.operations.restore.database import restore as restore_backup
 from pgvault.transforms.api import DecodeContext
+from pgvault.transforms.digest import MD5_SIDECAR
 from pgvault.vault.contents import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
 from pgvault.vault.manifest import MANIFEST_NAME, Manifest, id_time
+from pgvault.vault.pins import FOREVER, Pins, parse_until, pin, read_pins, unpin
 from pgvault.wal.fetch import EXIT_ABORT_RECOVERY
 
 EXIT_OK = 0
@@ -115,6 +117,33 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = command("run", "take one backup; prints its id as the last line")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    # --- issue 15 (h15b): labels and pins -------------------------------------------------
+    p.add_argument("--label", metavar="NAME", help="name this backup (e.g. before-migration-42)")
+    p.add_argument(
+        "--keep-until",
+        metavar="WHEN",
+        help="retention keeps this backup until WHEN: 'forever', a date (UTC), or a duration",
+    )
+
+    p = command("pin", "keep a backup whatever the retention policy says, until a date or forever")
+    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    p.add_argument("--until", default="forever", metavar="WHEN", help="date, duration or forever")
+    p.add_argument("--note", default="", metavar="TEXT", help="why it is pinned")
+
+    p = command("unpin", "remove a backup's pin (retention decides about it again)")
+    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+
+    p = command("export", "write a backup's decoded files and an MD5SUMS into a folder")
+    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write into")
+    p.add_argument("--part", action="append", default=[], metavar="P", help="only this part")
+    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+
+    p = command("cat", "write one decoded artifact to stdout (e.g. | pg_restore -l)")
+    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    p.add_argument("artifact", help="artifact name, e.g. dump.pgdump (see pgvault show)")
+    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    # --- end issue 15 (h15b) ----------------------------------------------------------------
 
     p = command("list", "list complete backups, newest first")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -531,9 +560,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
+    labels = _run_labels(args)
     progress = _progress(args, f"backup {config.name}")
     try:
-        manifest = run_backup(config, progress=progress)
+        manifest = run_backup(config, labels=labels, progress=progress)
     finally:
         if progress:
             progress.close()
@@ -549,6 +579,93 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- issue 15 (h15b): labels and pins -----------------------------------------------------
+
+
+def _run_labels(args: argparse.Namespace) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    if args.label is not None:
+        if not args.label.strip() or not args.label.isprintable() or len(args.label) > 200:
+            raise ConfigError(f"--label {args.label!r}: use up to 200 printable characters")
+        labels["label"] = args.label
+    if args.keep_until is not None:
+        until = parse_until(args.keep_until, option="--keep-until")
+        labels["keep_until"] = (
+            "forever"
+            if until == FOREVER
+            else until.isoformat(timespec="seconds").replace("+00:00", "Z")
+        )
+    return labels
+
+
+def _cmd_pin(args: argparse.Namespace) -> int:
+    config = _config(args)
+    record = pin(
+        Vault.from_config(config), args.backup, until=parse_until(args.until), note=args.note
+    )
+    print(f"backup {record.backup_id}: {record.describe()}")
+    return EXIT_OK
+
+
+def _cmd_unpin(args: argparse.Namespace) -> int:
+    backup_id = unpin(Vault.from_config(_config(args)), args.backup)
+    print(f"backup {backup_id}: unpinned (retention decides about it again)")
+    return EXIT_OK
+
+
+def _keep_text(m: Manifest, pins: Pins) -> str:
+    """The NOTE column of ``list``: label, keep_until, pin."""
+    parts = []
+    label = m.labels.get("label")
+    if isinstance(label, str) and label:
+        parts.append(f"label {_printable(label)}")
+    keep = m.labels.get("keep_until")
+    if isinstance(keep, str) and keep:
+        parts.append(f"keep until {_printable(keep)}")
+    pinned = pins.describe(m.backup_id)
+    if pinned:
+        parts.append(pinned)
+    return "; ".join(parts)
+
+
+def _printable(text: str) -> str:
+    # Labels come from the vault: a control character must not drive the terminal.
+    return "".join(ch if ch.isprintable() else " " for ch in text)[:200]
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pgvault.operations.export import export
+    from pgvault.vault.parts import artifacts_of
+
+    config = _config(args)
+    vault = Vault.from_config(config)
+    manifest = vault.manifest(args.backup)
+    chosen = artifacts_of(manifest, args.part) if args.part else None
+    context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
+    result = export(vault, manifest, args.out, artifacts=chosen, context=context)
+    for f in result.files:
+        print(f"{f.path}  {human_bytes(f.size)}")
+    print(f"{result.md5sums}  (check with: cd {result.out_dir} && md5sum -c {MD5_SIDECAR})")
+    return EXIT_OK
+
+
+def _cmd_cat(args: argparse.Namespace) -> int:
+    from pgvault.operations.export import cat, find_artifact
+
+    config = _config(args)
+    if sys.stdout.isatty():
+        raise ConfigError("stdout is a terminal: pipe cat into a program or redirect it to a file")
+    vault = Vault.from_config(config)
+    manifest = vault.manifest(args.backup)
+    art = find_artifact(manifest, args.artifact)
+    context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
+    cat(vault, manifest, art, sys.stdout.buffer, context=context)
+    return EXIT_OK
+
+
+# --- end issue 15 (h15b) --------------------------------------------------------------------
+
+
 def _summary(m: Manifest, *, future: bool = False) -> dict[str, Any]:
     return {
         "backup_id": m.backup_id,
@@ -560,6 +677,7 @@ def _summary(m: Manifest, *, future: bool = False) -> dict[str, Any]:
         "raw_size": m.raw_size,
         "duration_seconds": round(m.duration_seconds, 3),
         "source": _source_text(m),
+        "labels": {k: v for k, v in m.labels.items() if isinstance(v, str)},
     }
 
 
@@ -625,11 +743,24 @@ def _print_wal_ranges(config: PipelineConfig) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
-    contents = Vault.from_config(config).contents()
+    vault = Vault.from_config(config)
+    contents = vault.contents()
+    pins = read_pins(vault)
     backups = contents.backups
     future = {m.backup_id for m in contents.future}
     if args.json:
-        rows_json = [_summary(m, future=m.backup_id in future) for m in backups]
+        rows_json = [
+            {
+                **_summary(m, future=m.backup_id in future),
+                "pin": pins.pins[m.backup_id].to_dict() if m.backup_id in pins.pins else None,
+                **(
+                    {"pin_damaged": pins.damaged[m.backup_id].reason}
+                    if m.backup_id in pins.damaged
+                    else {}
+                ),
+            }
+            for m in backups
+        ]
         rows_json += [_damaged_summary(d) for d in contents.damaged]
         print(json.dumps(rows_json, indent=2))
         _warn_about(contents)
@@ -642,7 +773,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         _warn_about(contents)
         _print_wal_ranges(config)
         return EXIT_OK
-    rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE")]
+    rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE", "NOTE")]
     for m in backups:
         rows.append(
             (
@@ -653,6 +784,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 human_bytes(m.raw_size),
                 f"{m.duration_seconds:.1f}s",
                 _source_text(m),
+                _keep_text(m, pins),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -1044,4 +1176,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "wal-setup": _cmd_wal_setup,
     "wal-check": _cmd_wal_check,
     "wal-prefetch": _cmd_wal_prefetch,
+    "pin": _cmd_pin,  # issue 15 (h15b)
+    "unpin": _cmd_unpin,
+    "export": _cmd_export,
+    "cat": _cmd_cat,
 }

@@ -25,6 +25,7 @@ from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
 from pgvault.settings import RetentionPolicy
 from pgvault.vault.contents import Vault
+from pgvault.vault.pins import read_pins, remove_pin
 from pgvault.vault.retention import RetentionPlan, plan, started_from_id
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ def prune(
     now = now or datetime.now(UTC)
     vault = Vault(config.sink, config.name)
     contents = vault.contents(now)
+    pins = read_pins(vault)
     running = live_leases(vault)
     retention = _spare_running(
         plan(
@@ -155,6 +157,7 @@ def prune(
             now,
             incomplete=vault.incomplete(),
             damaged=[d.backup_id for d in contents.damaged],
+            pins=pins.protecting(now),
         ),
         running,
     )
@@ -173,6 +176,11 @@ def prune(
             failures.append(PruneFailure(decision.backup_id, str(exc)))
             continue
         removed.append(decision.backup_id)
+        if decision.backup_id in pins.pins:  # an expired pin goes with its backup
+            try:
+                remove_pin(vault, decision.backup_id)
+            except PgVaultError as exc:
+                log.warning("could not remove the pin of %s: %s", decision.backup_id, exc)
         log.info("removed backup %s (%s)", decision.backup_id, "; ".join(decision.reasons))
     partials = _remove_partials(vault, retention, set(removed), now, set(running))
     wal_plan = _wal_plan(vault, retention)

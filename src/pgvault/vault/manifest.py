@@ -21,7 +21,12 @@ import attrs
 
 from pgvault.exceptions import ManifestError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest manifest format this pgvault reads."""
+PARTS_FORMAT = 2
+"""Format of a manifest whose artifacts belong to parts (several sources or databases, see
+:mod:`pgvault.vault.parts`): an older pgvault would restore one part's artifacts as if they were the
+whole backup, so it must refuse it. Manifests without parts keep format 1."""
 MANIFEST_NAME = "manifest.json"
 
 CLOCK_TOLERANCE = timedelta(minutes=5)
@@ -100,6 +105,10 @@ class ArtifactRecord:
     raw_size: int
     digests: dict[str, str]
     transform_params: tuple[dict[str, Any], ...] = ()
+    part: str = ""
+    """The part of a backup set the artifact belongs to (a source's ``name``, or a database of
+    a many-database dump); ``""`` for artifacts of a single-source backup, and for those shared
+    by every part (a cluster's globals). Stored only when non-empty."""
 
 
 @attrs.frozen
@@ -120,7 +129,7 @@ class Manifest:
     restore."""
     labels: dict[str, str] = attrs.field(factory=dict)
     status: str = "complete"
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
 
     @property
     def duration_seconds(self) -> float:
@@ -222,6 +231,7 @@ class Manifest:
                         raw_size=int(a["raw_size"]),
                         digests=dict(a["digests"]),
                         transform_params=tuple(dict(p) for p in a.get("transform_params", ())),
+                        part=str(a.get("part", "")),
                     )
                     for a in data["artifacts"]
                 ),
@@ -242,6 +252,8 @@ def _artifact_dict(a: ArtifactRecord) -> dict[str, Any]:
     if not a.transform_params:
         # Absent rather than empty: manifests of chains without per-artifact params stay as before.
         del data["transform_params"]
+    if not a.part:
+        del data["part"]
     return data
 
 

@@ -16,8 +16,10 @@ stopped running keeps its history instead of losing it one day at a time.
 The newest complete backup is always kept. The tiers count the pipeline's own runs (manifest
 ``kind = "scheduled"``); other backups, such as the safety backup a restore takes of the database
 it replaces, are kept until their ``keep_until`` label, so one never takes a day's slot from the
-scheduled backup of that day. Incomplete backups (folders without a manifest) are kept while
-younger than ``incomplete_grace`` (a run may still be writing them), then removed.
+scheduled backup of that day. A pin (``pgvault pin``, see :mod:`pgvault.vault.pins`) or a
+``keep_until`` label on a scheduled backup (``run --keep-until``) keeps it until then too, while
+it still counts for the tiers like any run. Incomplete backups (folders without a manifest) are
+kept while younger than ``incomplete_grace`` (a run may still be writing them), then removed.
 
 Two kinds of backup are kept and take no part in the counting, so that neither can make a
 genuine backup go: a *future-dated* one (recorded time beyond now plus
@@ -30,7 +32,7 @@ which an operator should look at before anything removes it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
@@ -116,10 +118,18 @@ def _keep_until(labels: object) -> datetime | None:
     value = labels.get("keep_until") if isinstance(labels, dict) else None
     if not isinstance(value, str):
         return None
+    if value == "forever":
+        return datetime.max.replace(tzinfo=UTC)
     try:
         return _utc(datetime.fromisoformat(value))
     except ValueError:
         return None
+
+
+def _pinned_text(until: datetime) -> str:
+    if until.year == datetime.max.year:
+        return "pinned forever"
+    return f"pinned until {until:%Y-%m-%d %H:%M} UTC"
 
 
 def _period(tier: str, zone: tzinfo) -> Callable[[datetime], tuple[tuple[Any, ...], str]]:
@@ -149,23 +159,34 @@ def plan(
     *,
     incomplete: Iterable[str] = (),
     damaged: Iterable[str] = (),
+    pins: Mapping[str, tuple[datetime, str]] | None = None,
 ) -> RetentionPlan:
     """Decide, for every backup, whether ``policy`` keeps it and why.
 
     ``backups`` are the complete backups in any order (ids must be unique); ``incomplete`` the ids
     of folders without a manifest; ``damaged`` those of folders whose manifest cannot be read,
-    which are always kept. ``now`` decides whether an incomplete folder is past its grace period,
-    whether a pinned backup's ``keep_until`` has passed and which backups are future-dated (kept,
-    never counted); the rules themselves count back from the newest backup that is not. The
-    result does not depend on the order of the input.
+    which are always kept; ``pins`` maps backup ids to the time their pin (``pgvault pin``)
+    keeps them until and the reason to give. A pinned backup, or a scheduled one with a
+    ``keep_until`` label, is kept until then and still counted by the rules (a pin adds a reason
+    to keep, and changes nothing the rules count). ``now`` decides whether an incomplete folder
+    is past its grace period, whether a pin or ``keep_until`` has passed and which backups are
+    future-dated (kept, never counted); the rules themselves count back from the newest backup
+    that is not. The result does not depend on the order of the input.
     """
     now = _utc(now)
     every: list[tuple[str, datetime]] = []
     pinned: dict[str, datetime | None] = {}
+    # Scheduled backups kept until a time: a keep_until label (run --keep-until) or a pin.
+    held: dict[str, list[tuple[datetime, str]]] = {}
     for b in backups:
         every.append((b.backup_id, _utc(b.started_at)))
+        until = _keep_until(getattr(b, "labels", None))
         if getattr(b, "kind", "scheduled") != "scheduled":
-            pinned[b.backup_id] = _keep_until(getattr(b, "labels", None))
+            pinned[b.backup_id] = until
+        elif until is not None:
+            held.setdefault(b.backup_id, []).append((until, "keep_until label"))
+    for backup_id, (until, why) in (pins or {}).items():
+        held.setdefault(backup_id, []).append((_utc(until), why))
     every.sort(key=lambda item: (item[1], item[0]), reverse=True)
     ids = [i for i, _ in every]
     if len(set(ids)) != len(ids):
@@ -188,7 +209,13 @@ def plan(
         reasons[present[0][0]].append("newest")
     for backup_id, until in pinned.items():
         if until is not None and now < until:
-            reasons[backup_id].append(f"pinned until {until:%Y-%m-%d %H:%M} UTC")
+            reasons[backup_id].append(_pinned_text(until))
+    for backup_id, holds in held.items():
+        if backup_id not in reasons:
+            continue  # a pin whose backup is gone or damaged keeps nothing here
+        for until, why in holds:
+            if now < until:
+                reasons[backup_id].append(f"{_pinned_text(until)} ({why})")
     for n, (backup_id, _) in enumerate(ordered[: policy.keep_last], start=1):
         reasons[backup_id].append(f"last #{n}")
     zone = policy.timezone.zone
