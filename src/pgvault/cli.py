@@ -29,12 +29,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pgvault import cli_storage
 from pgvault.config import PipelineConfig, load_config
 from pgvault.drill import drill as run_drill
 from pgvault.exceptions import Aborted, ConfigError, PgVaultError
 from pgvault.health import check as check_vault
 from pgvault.manifest import MANIFEST_NAME, Manifest, id_time
 from pgvault.observability import setup_logging
+from pgvault.operations.destinations import overview
+from pgvault.operations.thaw import ThawOptions
 from pgvault.pipeline import pgvault_version
 from pgvault.pipeline import run as run_backup
 from pgvault.progress import TerminalProgress, human_bytes
@@ -196,6 +199,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="files backups: also restore symlinks that lead outside --target-dir (e.g. of /etc)",
     )
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    # Several destinations and archive classes (issue 15): see pgvault.cli_storage.
+    p.add_argument("--from", dest="source", metavar="SINK", help="read from this destination")
+    p.add_argument(
+        "--thaw", action="store_true", help="request the retrieval of an archived backup first"
+    )
+    p.add_argument("--wait", action="store_true", help="with --thaw: wait until it is readable")
+    cli_storage.add_thaw_options(p)
 
     p = command("prune", "remove the backups the [retention] policy does not keep")
     p.add_argument(
@@ -214,6 +224,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
     p.add_argument("--json", action="store_true", help="print the drill result as JSON")
+
+    cli_storage.add_parsers(command)
 
     p = command("wal-push", "archive one WAL file, synchronously (the plain archive_command)")
     p.add_argument("path", type=Path, help="the file PostgreSQL archives (%%p)")
@@ -421,6 +433,8 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     config = _config(args)
+    if len(config.destinations) > 1:
+        return cli_storage.prune_each(config, args, _print_prune)
     result = prune_vault(config, dry_run=args.dry_run)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -461,6 +475,9 @@ def _print_prune(result: PruneResult) -> None:
     if cleaned:
         done = "would clean" if result.dry_run else "cleaned"
         print(f"{done} {len(cleaned)} unfinished backup folder(s): {', '.join(cleaned)}")
+    for move in result.moves:
+        done = "would move" if result.dry_run else "FAILED to move" if move.error else "moved"
+        print(f"{done} {move.key} from {move.from_class} to {move.to_class}")
     wal = result.wal
     if wal is not None:
         below = f"stored before {wal.horizon:%Y-%m-%d %H:%M} UTC" if wal.horizon else "(no horizon)"
@@ -602,11 +619,21 @@ def _print_wal_ranges(config: PipelineConfig) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
-    contents = Vault.from_config(config).contents()
-    backups = contents.backups
-    future = {m.backup_id for m in contents.future}
+    # Every destination's backups, each with where it is stored (and in which class).
+    view = overview(config)
+    contents = next(s.contents for s in view.states if s.contents is not None)
+    backups = view.backups
+    future = {m.backup_id for m in backups if contents.is_future(m)}
+    stored = cli_storage.wants_stored_column(config, view)
+    cli_storage.warn_destinations(view, config)
     if args.json:
-        rows_json = [_summary(m, future=m.backup_id in future) for m in backups]
+        rows_json = [
+            {
+                **_summary(m, future=m.backup_id in future),
+                "stored": cli_storage.stored_json(view, m.backup_id),
+            }
+            for m in backups
+        ]
         rows_json += [_damaged_summary(d) for d in contents.damaged]
         print(json.dumps(rows_json, indent=2))
         _warn_about(contents)
@@ -619,7 +646,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         _warn_about(contents)
         _print_wal_ranges(config)
         return EXIT_OK
-    rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE")]
+    rows: list[tuple[str, ...]] = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE")]
+    rows[0] += ("STORED",) if stored else ()
     for m in backups:
         rows.append(
             (
@@ -631,6 +659,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 f"{m.duration_seconds:.1f}s",
                 _source_text(m),
             )
+            + ((cli_storage.stored_column(view, m.backup_id),) if stored else ())
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -747,6 +776,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             identities=tuple(args.identity),
             allow_outside_symlinks=args.allow_outside_symlinks,
             progress=progress,
+            source=args.source,
+            thaw=ThawOptions(args.thaw_days, args.thaw_speed, wait=args.wait)
+            if args.thaw
+            else None,
         )
     finally:
         if progress:
@@ -952,6 +985,8 @@ def _cmd_wal_prefetch(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
+    "copy": lambda args: cli_storage.cmd_copy(args, _config(args)),
+    "thaw": lambda args: cli_storage.cmd_thaw(args, _config(args)),
     "list": _cmd_list,
     "show": _cmd_show,
     "verify": _cmd_verify,

@@ -30,6 +30,7 @@ from pgvault.plugin.components import Kind, load_component
 from pgvault.restore import RestoreSettings
 from pgvault.retention import RetentionPolicy
 from pgvault.sinks.api import Sink
+from pgvault.sinks.destinations import Destination, check_tier_policies, parse_destinations
 from pgvault.sources.api import Source
 from pgvault.transforms.api import Transform
 from pgvault.transforms.digest import SUPPORTED as SUPPORTED_CHECKSUMS
@@ -86,6 +87,31 @@ class PipelineConfig:
     """Prometheus textfile (node_exporter) rewritten after each run and check."""
     wal: WalSettings = attrs.field(factory=WalSettings)
     """The ``[wal]`` table: continuous WAL archiving (defaults when absent)."""
+    # --- several destinations (issue 15): ``sink`` is the first (primary) one's sink.
+    destinations: tuple[Destination, ...] = attrs.field(
+        default=attrs.Factory(
+            lambda self: (Destination(self.sink.type_name, self.sink),), takes_self=True
+        )
+    )
+    """Every ``[[sink]]`` (or the one ``[sink]``), primary first; see
+    :mod:`pgvault.sinks.destinations`."""
+
+    def destination(self, name: str) -> Destination:
+        """The destination called ``name``; ConfigError naming the known ones otherwise."""
+        for dest in self.destinations:
+            if dest.name == name:
+                return dest
+        known = ", ".join(d.name for d in self.destinations)
+        raise ConfigError(f"no destination called {name!r}; this pipeline has: {known}")
+
+    def for_destination(self, dest: Destination) -> PipelineConfig:
+        """This config with ``dest`` as its only sink and its retention as the policy: what a
+        command that works on one place (prune, check, restore) runs on."""
+        return attrs.evolve(
+            self, sink=dest.sink, retention=dest.retention or self.retention, destinations=(dest,)
+        )
+
+    # --- end of several destinations
 
     def where(self) -> str:
         """The config file's name for messages, or ``<config>`` when built in code."""
@@ -161,8 +187,12 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
 
     source_table = _table(data, "source", where, required=True)
     source = _build("source", source_table, where, "source", base)
-    sink_table = _table(data, "sink", where, required=True)
-    sink = _build("sink", sink_table, where, "sink", base)
+    destinations = parse_destinations(
+        data.get("sink"),
+        where,
+        lambda table, key: typing.cast(Sink, _build("sink", table, where, key, base)),
+        lambda cls, table, key: structure(cls, table, where=where, key=key, base=base),
+    )
 
     raw_transforms = data.get("transform", [])
     if isinstance(raw_transforms, dict):
@@ -204,11 +234,13 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
     log_settings = section(LogSettings, "logging")
     wal = section(WalSettings, "wal")
     metrics_file = _coerce(data.get("metrics_file"), Path | None, where, "metrics_file", base)
+    check_tier_policies(destinations, retention, where)
 
     return PipelineConfig(
         name=name,
         source=typing.cast(Source, source),
-        sink=typing.cast(Sink, sink),
+        sink=destinations[0].sink,
+        destinations=destinations,
         transforms=tuple(typing.cast(Transform, t) for t in transforms),
         checksums=checksums,
         path=path,

@@ -125,6 +125,9 @@ class CheckResult:
     """When the newest archived WAL file was stored (None: no WAL archive, or not read)."""
     wal_lost: int | None = None
     """Segments missing inside the archived WAL ranges."""
+    storage: dict[str, Any] = attrs.field(factory=dict)
+    """Per destination: location, backups held, bytes per storage class, lagging backup ids
+    (see :mod:`pgvault.operations.destinations`)."""
 
     @property
     def status(self) -> Status:
@@ -146,6 +149,17 @@ class CheckResult:
             text += f", {human_bytes(self.free_bytes)} free"
         if self.wal_newest_at is not None:
             text += f", newest WAL {human_duration(self.checked_at - self.wal_newest_at)} old"
+        stored = [
+            f"{name} "
+            + " + ".join(
+                human_bytes(size) + ("" if cls == "-" else f" {cls}")
+                for cls, size in sorted(state.get("size_by_class", {}).items())
+            )
+            for name, state in self.storage.items()
+            if state.get("size_by_class")
+        ]
+        if stored:
+            text += "; stored: " + ", ".join(stored)
         return text
 
     def lines(self) -> list[str]:
@@ -196,6 +210,7 @@ class CheckResult:
                 {"status": p.status.name, "check": p.check, "message": p.message}
                 for p in self.problems
             ],
+            "destinations": self.storage,
             "summary": self.summary(),
         }
 
@@ -230,9 +245,21 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
     wal_problems: list[Problem] = []
 
     def done(problems: list[Problem], **found: Any) -> CheckResult:
-        problems = problems + wal_problems
+        # Several destinations (issue 15): the others' reachability and lag, sizes per class.
+        from pgvault.operations.destinations import destination_problems
+
+        storage: dict[str, Any] = {}
+        problems = problems + wal_problems + destination_problems(config, now, storage)
         problems.sort(key=lambda p: -p.status)
-        return CheckResult(config.name, location, now, tuple(problems), **found, **wal)
+        return CheckResult(
+            config.name,
+            location,
+            now,
+            tuple(problems),
+            **found,
+            **wal,
+            storage=storage.get("storage", {}),
+        )
 
     try:
         sink.check()

@@ -18,6 +18,7 @@ import attrs
 import pluggy
 
 from pgvault.exceptions import ConfigError, PgVaultError
+from pgvault.operations.tiers import Move, apply_moves, plan_moves
 from pgvault.plugin.manager import call_hook
 from pgvault.retention import RetentionPlan, RetentionPolicy, plan, started_from_id
 from pgvault.runlock import Lease, live_leases
@@ -75,6 +76,9 @@ class PruneResult:
     """Leftovers of interrupted writes (temporary files, multipart uploads) removed too."""
     wal: WalPrune | None = None
     """What happened to the WAL archive (None: the vault has none)."""
+    moves: tuple[Move, ...] = ()
+    """Artifacts moved to a colder storage class by the destination's ``tiers`` (planned
+    only, on a dry run); a failed one has its ``error`` set."""
 
     @property
     def leftovers(self) -> tuple[str, ...]:
@@ -83,8 +87,8 @@ class PruneResult:
 
     @property
     def ok(self) -> bool:
-        """Whether every removal the plan asked for happened (always true on a dry run)."""
-        return not self.failures
+        """Whether every removal and tier move the plan asked for happened."""
+        return not self.failures and not any(m.error for m in self.moves)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``pgvault prune --json``)."""
@@ -109,6 +113,7 @@ class PruneResult:
             "partials_removed": self.partials_removed,
             "leftovers": list(self.leftovers),
             "wal": None if self.wal is None else self.wal.to_dict(),
+            "moves": [m.to_dict() for m in self.moves],
         }
 
 
@@ -152,9 +157,11 @@ def prune(
         ),
         running,
     )
+    tiers = config.destinations[0].tiers if config.destinations[0].sink is config.sink else ()
     if dry_run:
         wal_plan = _wal_plan(vault, retention)
-        return PruneResult(config.name, retention, dry_run=True, wal=wal_plan)
+        moves = plan_moves(vault.sink, vault.name, tiers, contents.backups, now, retention)
+        return PruneResult(config.name, retention, dry_run=True, wal=wal_plan, moves=tuple(moves))
 
     removed: list[str] = []
     failures: list[PruneFailure] = []
@@ -173,10 +180,24 @@ def prune(
     if wal_plan is not None:
         wal_plan, wal_partials = _prune_wal(vault, wal_plan)
         partials += wal_partials
+    # Tiers after removal: nothing is moved (and billed a minimum duration) just to go.
+    gone = set(removed)
+    moves = apply_moves(
+        vault.sink,
+        plan_moves(
+            vault.sink,
+            vault.name,
+            tiers,
+            [m for m in contents.backups if m.backup_id not in gone],
+            now,
+            retention,
+        ),
+    )
     result = PruneResult(
         config.name,
         retention,
         dry_run=False,
+        moves=tuple(moves),
         removed=tuple(removed),
         failures=tuple(failures),
         partials_removed=partials,
