@@ -135,7 +135,10 @@ def prune(
     fails to delete is reported in ``failures`` and the others are still removed. After a real
     prune, the ``pgvault_prune_done`` hook fires.
     """
-    policy = policy or config.retention
+    # The destination's own retention table (issue 15) comes before the pipeline's.
+    primary = config.destinations[0]
+    own = primary.retention if primary.sink is config.sink else None
+    policy = policy or own or config.retention
     if policy is None:
         raise ConfigError(
             "prune needs a [retention] table, e.g. keep_daily = 7, keep_weekly = 5, "
@@ -157,7 +160,7 @@ def prune(
         ),
         running,
     )
-    tiers = config.destinations[0].tiers if config.destinations[0].sink is config.sink else ()
+    tiers = primary.tiers if primary.sink is config.sink else ()
     if dry_run:
         wal_plan = _wal_plan(vault, retention)
         moves = plan_moves(vault.sink, vault.name, tiers, contents.backups, now, retention)

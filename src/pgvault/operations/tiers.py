@@ -71,12 +71,17 @@ def is_index(key: str) -> bool:
 
 
 def target_class(
-    tiers: Sequence[Tier], age_seconds: float, reasons: Iterable[str] = ()
+    tiers: Sequence[Tier],
+    age_seconds: float,
+    reasons: Iterable[str] = (),
+    order: Sequence[str] = (),
 ) -> str | None:
     """The class a backup of this age (kept for ``reasons``) belongs in, or None (leave it).
 
     The coldest class among the tiers that apply wins, so a ``kept_as = "monthly"`` tier to
-    DEEP_ARCHIVE takes over from an age tier to GLACIER for monthly backups."""
+    DEEP_ARCHIVE takes over from an age tier to GLACIER for monthly backups. ``order`` lists the
+    classes warmest first (the sink's ``tier_classes``); without it, the last tier that applies
+    wins."""
     kept = {r.split(" ", 1)[0].rstrip("#") for r in reasons}
     found: list[Tier] = []
     for tier in tiers:
@@ -85,7 +90,10 @@ def target_class(
         if tier.kept_as is not None and tier.kept_as not in kept:
             continue
         found.append(tier)
-    return found[-1].storage_class if found else None
+    if not found:
+        return None
+    rank = {c: i for i, c in enumerate(order)}
+    return max(found, key=lambda t: (rank.get(t.storage_class, -1), found.index(t))).storage_class
 
 
 def plan_moves(
@@ -113,7 +121,7 @@ def plan_moves(
             if not decision.keep:
                 continue  # going anyway
             reasons = decision.reasons
-        wanted = target_class(tiers, age, reasons)
+        wanted = target_class(tiers, age, reasons, sink.tier_classes)
         if wanted is None:
             continue
         prefix = f"{vault_name}/backups/{manifest.backup_id}/"
