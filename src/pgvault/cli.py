@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from pgvault import cli_storage
 from pgvault.config import PipelineConfig, load_config
 from pgvault.drill import drill as run_drill
@@ -126,6 +128,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
     p.add_argument("--all", action="store_true", help="verify every complete backup")
     p.add_argument("--deep", action="store_true", help="also decode and check the dump format")
+    p.add_argument(
+        "--archived",
+        choices=("fail", "skip", "thaw"),
+        default="fail",
+        help="with --deep, a backup in an archive class: fail (default), skip the deep check "
+        "(sizes only), or thaw it and check it deep once readable",
+    )
+    cli_storage.add_thaw_options(p)
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
     p.add_argument("--json", action="store_true", help="print JSON reports")
 
@@ -688,7 +698,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
     reports: list[VerifyReport] = []
     for m in manifests:
-        report = vault.verify(m, deep=args.deep, context=context)
+        deep, note, pending = args.deep, None, False
+        if args.deep and args.archived != "fail":
+            deep, note, pending = cli_storage.deep_or_shallow(config, m, args)
+        report = vault.verify(m, deep=deep, context=context)
+        if pending:  # a retrieval under way: not verified yet
+            report = attrs.evolve(report, problems=(VerifyProblem("(archived)", note or ""),))
+        elif note and not args.json:
+            print(note)
         reports.append(report)
         if args.json:
             continue

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from pgvault.exceptions import ConfigError, PgVaultError
 from pgvault.operations.copy import copy
-from pgvault.operations.destinations import Overview, choose_copy
+from pgvault.operations.destinations import Overview, choose_copy, usable
 from pgvault.operations.thaw import thaw
 from pgvault.progress import human_bytes
 
 if TYPE_CHECKING:
     from pgvault.config import PipelineConfig
+    from pgvault.manifest import Manifest
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -163,3 +164,26 @@ def prune_each(
     if args.json:
         print(json.dumps(outcomes, indent=2))
     return code
+
+
+def deep_or_shallow(
+    config: PipelineConfig, manifest: Manifest, args: argparse.Namespace
+) -> tuple[bool, str | None, bool]:
+    """``verify --deep --archived skip|thaw`` of one backup: whether to verify it deep, a note
+    to print, and whether the backup stays unverified (a retrieval still under way).
+
+    ``skip`` verifies an archived backup shallow (sizes from the listing), ``thaw`` requests its
+    retrieval and verifies it deep once readable."""
+    dest = config.destinations[0]
+    if usable(dest, config.name, manifest) != "archived":
+        return True, None, False
+    if args.archived == "skip":
+        return (
+            False,
+            f"SKIPPED deep check of {manifest.backup_id}: archived (--archived thaw)",
+            False,
+        )
+    report = thaw(dest, config.name, manifest, days=args.thaw_days, speed=args.thaw_speed)
+    if report.ready:
+        return True, None, False
+    return False, report.describe(), True

@@ -90,8 +90,9 @@ def test_a_backup_in_glacier_is_thawed_then_restored(
     tmp_path: Path, folder: Path, s3_server: S3Server
 ) -> None:
     """restore of a GLACIER backup fails with the advice to thaw; pgvault thaw requests the
-    retrieval and reports it readable once moto has restored it; restore --thaw --wait thaws
-    another and proceeds; both restores give the files back."""
+    retrieval and reports it readable once moto has restored it; verify --deep skips the other
+    (--archived skip) or checks the thawed one deep (--archived thaw); restore --thaw --wait
+    thaws the other and proceeds; both restores give the files back."""
     bucket = s3_server.create_bucket(f"pgvault-{uuid.uuid4().hex[:12]}")
     path = write_config(
         tmp_path / "p.toml", folder, [s3(s3_server, bucket, storage_class="GLACIER")]
@@ -114,6 +115,13 @@ def test_a_backup_in_glacier_is_thawed_then_restored(
     assert 'ongoing-request="false"' in head["Restore"] and head["StorageClass"] == "GLACIER"
     restored = pgvault_cli("restore", path, first, "--target-dir", tmp_path / "o1")
     assert restored.returncode == 0, restored.stderr
+
+    skipped = pgvault_cli("verify", path, second, "--deep", "--archived", "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stdout.startswith(f"SKIPPED deep check of {second}: archived")
+    deep = pgvault_cli("verify", path, first, "--deep", "--archived", "thaw")
+    assert deep.returncode == 0, deep.stderr
+    assert deep.stdout.startswith(f"OK {first}: 1 artifact(s), deep match")
 
     waited = pgvault_cli(
         "restore", path, second, "--thaw", "--wait", "--target-dir", tmp_path / "o2"
