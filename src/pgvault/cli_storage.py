@@ -65,10 +65,13 @@ def cmd_copy(args: argparse.Namespace, config: PipelineConfig) -> int:
             elif c.action == "present":
                 print(f"present  {c.backup_id}")
         copied = sum(1 for c in result.backups if c.action == "copied")
-        print(f"{result.source} -> {result.target}: {copied} backup(s) copied")
+        wal = f", {result.wal_copied} WAL file(s)" if result.wal_copied else ""
+        print(f"{result.source} -> {result.target}: {copied} backup(s) copied{wal}")
     for c in result.backups:
         if c.action == "failed":
             print(f"pgvault: error: could not copy {c.backup_id}: {c.error}", file=sys.stderr)
+    for failure in result.wal_failures:
+        print(f"pgvault: error: could not copy WAL {failure}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

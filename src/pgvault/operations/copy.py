@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from pgvault.exceptions import ConfigError, ObjectNotFoundError, PgVaultError
+from pgvault.exceptions import ConfigError, ObjectExistsError, ObjectNotFoundError, PgVaultError
 from pgvault.manifest import MANIFEST_NAME, Manifest, utc_now
 from pgvault.retention import plan
 from pgvault.sinks.destinations import Destination
@@ -57,11 +57,14 @@ class CopyResult:
     source: str
     target: str
     backups: tuple[Copied, ...]
+    wal_copied: int = 0
+    """WAL objects (segments, history files) the target lacked and now has."""
+    wal_failures: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """Whether every backup asked for is now on the target."""
-        return all(c.action != "failed" for c in self.backups)
+        """Whether every backup asked for (and every missing WAL file) is now on the target."""
+        return all(c.action != "failed" for c in self.backups) and not self.wal_failures
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``pgvault copy --json``)."""
@@ -70,6 +73,8 @@ class CopyResult:
             "to": self.target,
             "ok": self.ok,
             "backups": [attrs.asdict(c) for c in self.backups],
+            "wal_copied": self.wal_copied,
+            "wal_failures": list(self.wal_failures),
         }
 
 
@@ -112,7 +117,35 @@ def copy(
             continue
         log.info("copied backup %s to %s (%d bytes)", manifest.backup_id, dst.name, size)
         done.append(Copied(manifest.backup_id, "copied", size))
-    return CopyResult(src.name, dst.name, tuple(done))
+    wal_copied, wal_failures = (0, []) if ids else copy_wal(config, src, dst)
+    return CopyResult(src.name, dst.name, tuple(done), wal_copied, tuple(wal_failures))
+
+
+def copy_wal(config: PipelineConfig, src: Destination, dst: Destination) -> tuple[int, list[str]]:
+    """Copy the WAL objects (and cluster records) ``dst`` lacks, as stored, create-if-absent:
+    an object already there is never replaced. Their content is checked where they are read
+    (``wal-fetch``, ``wal-check``), which needs the key; copying does not."""
+    prefix = f"{config.name}/wal/"
+    there = {i.key for i in dst.sink.list(prefix)}
+    copied = 0
+    failures: list[str] = []
+    # Cluster records first: the archive of a cluster exists on the target before its files.
+    found = sorted(src.sink.list(prefix), key=lambda i: "/clusters/" not in i.key)
+    for info in found:
+        if info.key in there:
+            continue
+        try:
+            data = src.sink.read_bytes(info.key)
+            if len(data) != info.size:
+                raise PgVaultError(f"{info.key}: read {len(data)} bytes, listed {info.size}")
+            dst.sink.write_bytes_if_absent(info.key, data)
+            copied += 1
+        except ObjectExistsError:
+            continue  # written there meanwhile (wal-push): it stays as it is
+        except PgVaultError as exc:
+            log.error("could not copy WAL object %s: %s", info.key, exc)
+            failures.append(f"{info.key}: {exc}")
+    return copied, failures
 
 
 def _copy_backup(
