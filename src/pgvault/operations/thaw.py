@@ -58,6 +58,12 @@ class ThawReport:
                 f"{self.storage_class}, readable now"
             )
         waiting = sum(1 for s in self.states.values() if s not in ("hot", "thawed"))
+        if "archived" in self.states.values():
+            return (
+                f"backup {self.backup_id} at {self.destination!r}: {waiting} artifact(s) in "
+                f"{self.storage_class}, no retrieval requested ({self.wait}): run pgvault thaw "
+                "CONFIG ID to request it"
+            )
         return (
             f"backup {self.backup_id} at {self.destination!r}: retrieval of {waiting} artifact(s) "
             f"from {self.storage_class} requested, not readable yet ({self.wait}); run this "

@@ -453,7 +453,8 @@ class S3Sink(FsspecSink):
                 return ObjectArchivedError(
                     f"{self.describe()}: {key} is in archive storage class "
                     f"{storage_class or '(unknown)'} and cannot be read until it is restored: "
-                    f"request a restore of the backup's objects (aws s3api restore-object "
+                    "run pgvault thaw CONFIG ID (or restore --thaw), or request a restore of "
+                    f"the backup's objects yourself (aws s3api restore-object "
                     f"--bucket {bucket} --key {object_key} --restore-request Days=7; {wait}), "
                     "then run this again",
                     storage_class=storage_class,
