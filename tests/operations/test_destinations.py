@@ -216,3 +216,38 @@ def test_destination_config_mistakes_name_the_key(tmp_path: Path, folder: Path) 
         with pytest.raises(ConfigError, match=words) as caught:
             pgvault.load_config(path)
         assert caught.value.key == key
+
+
+def test_fan_out_to_sftp_and_gcs_and_restore_from_the_third(
+    tmp_path: Path,
+    folder: Path,
+    sftp_sink_options: dict[str, Any],
+    gcs_sink_options: dict[str, Any],
+) -> None:
+    """A backup goes to local, SFTP and the GCS emulator at once; with the first two copies
+    gone, restore reads the GCS one."""
+    path = write_config(
+        tmp_path / "p.toml",
+        folder,
+        [
+            {"type": "local", "path": str(tmp_path / "vault")},
+            {"name": "sftp", **sftp_sink_options},
+            {"name": "gcs", **gcs_sink_options},
+        ],
+    )
+    ran = pgvault_cli("run", path)
+    assert ran.returncode == 0, ran.stderr
+    backup_id = ran.stdout.strip()
+    config = pgvault.load_config(path)
+    key = f"app/backups/{backup_id}/files.tar.zst"
+    stored = {d.name: d.sink.read_bytes(key) for d in config.destinations}
+    assert stored["local"] == stored["sftp"] == stored["gcs"]
+    row = pgvault_cli("list", path).stdout.splitlines()[1]
+    assert row.startswith(backup_id) and " local, sftp, gcs" in row
+    for dest in config.destinations[:2]:
+        dest.sink.delete(key)
+    out = tmp_path / "out"
+    restored = pgvault_cli("restore", path, "latest", "--target-dir", out)
+    assert restored.returncode == 0, restored.stderr
+    [file] = out.rglob("b.txt")
+    assert file.read_text() == "beta\n" * 300
