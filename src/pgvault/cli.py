@@ -324,7 +324,13 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pgvault`` command; returns the exit code."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse binds `copy CONFIG`'s trailing ids at CONFIG, before --from/--to: take the ids
+    # that follow the options here (anything else stays the usual usage error).
+    if extra and args.command == "copy" and not any(e.startswith("-") for e in extra):
+        args.backups = [*args.backups, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     # By default SIGTERM kills Python on the spot: no cleanup, pg_dump left running. (Only the

@@ -251,3 +251,40 @@ def test_fan_out_to_sftp_and_gcs_and_restore_from_the_third(
     assert restored.returncode == 0, restored.stderr
     [file] = out.rglob("b.txt")
     assert file.read_text() == "beta\n" * 300
+
+
+def test_prune_applies_each_destinations_retention_and_copy_respects_the_targets(
+    tmp_path: Path, folder: Path, s3_server: S3Server
+) -> None:
+    """prune keeps 1 backup locally and 3 in S3, each by its own retention table; a copy from
+    S3 back to the local folder then brings nothing its retention would remove at once, while
+    copy of an id brings exactly that one."""
+    bucket = s3_server.create_bucket(f"pgvault-{uuid.uuid4().hex[:12]}")
+    path = write_config(
+        tmp_path / "p.toml",
+        folder,
+        [
+            {"type": "local", "path": str(tmp_path / "vault"), "retention": {"keep_last": 1}},
+            s3(s3_server, bucket, retention={"keep_last": 3}),
+        ],
+    )
+    ids = [pgvault_cli("run", path).stdout.strip() for _ in range(3)]
+    pruned = pgvault_cli("prune", path)
+    assert pruned.returncode == 0, pruned.stderr
+    sections = pruned.stdout.split("== destination ")[1:]
+    assert [s.split(" ", 1)[0] for s in sections] == ["'local'", "'s3'"]
+    assert "kept 1, removed 2 of 2" in sections[0] and "kept 3, removed 0 of 0" in sections[1]
+    config = pgvault.load_config(path)
+    held = {
+        d.name: [m.backup_id for m in pgvault.Vault(d.sink, "app").backups()]
+        for d in config.destinations
+    }
+    assert held == {"local": ids[-1:], "s3": ids[::-1]}
+    nothing = pgvault_cli("copy", path, "--from", "s3", "--to", "local")
+    assert nothing.stdout.splitlines()[-1] == "s3 -> local: 0 backup(s) copied"
+    one = pgvault_cli("copy", path, "--from", "s3", "--to", "local", ids[0])
+    assert one.returncode == 0 and one.stdout.startswith(f"copied   {ids[0]}")
+    rows = pgvault_cli("list", path).stdout.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ids[::-1]
+    assert rows[0].endswith("  local, s3:STANDARD") and rows[2].endswith("  local, s3:STANDARD")
+    assert rows[1].endswith("  s3:STANDARD")

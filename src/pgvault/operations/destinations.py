@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pgvault.exceptions import BackupNotFoundError, ObjectArchivedError, PgVaultError
-from pgvault.manifest import Manifest, future_dated
+from pgvault.manifest import MANIFEST_NAME, Manifest, future_dated
 from pgvault.operations.tiers import artifact_classes, sizes_by_class
 from pgvault.sinks.api import ObjectInfo
 from pgvault.sinks.destinations import Destination
@@ -170,13 +170,36 @@ def destination_problems(
     the bytes per storage class of each."""
     from pgvault.health import Problem, Status
 
+    if len(config.destinations) == 1:
+        # One destination: its sizes per class from one listing (the manifests were read).
+        dest = config.destinations[0]
+        prefix = f"{config.name}/backups/"
+        try:
+            listing = dest.sink.list(prefix)
+        except PgVaultError:
+            return []  # the primary's own checks report it
+        per_backup = sizes_by_class(listing, prefix)
+        complete = sum(1 for i in listing if i.key.endswith("/" + MANIFEST_NAME))
+        sizes: dict[str, int] = {}
+        for per in per_backup.values():
+            for name, size in per.items():
+                sizes[name] = sizes.get(name, 0) + size
+        found["storage"] = {
+            dest.name: {
+                "location": dest.sink.describe(),
+                "required": dest.required,
+                "error": None,
+                "backups": complete,
+                "size_by_class": sizes,
+                "lagging": [],
+            }
+        }
+        return []
     try:
         view = overview(config, now)
     except PgVaultError:
         return []  # the primary's own checks report it
     found["storage"] = view.to_dict()
-    if len(config.destinations) == 1:
-        return []
     max_age = config.check.max_age
     problems: list[Problem] = []
     ahead = next((s for s in view.states if s.contents is not None and not s.lag), None)
