@@ -1,1 +1,6 @@
-"""User operations over a vault: each command of the CLI is a function here."""
+"""What a user does to a vault: :mod:`~pgvault.operations.restore`,
+:mod:`~pgvault.operations.drill`, :mod:`~pgvault.operations.check`,
+:mod:`~pgvault.operations.prune`, :mod:`~pgvault.operations.copy` (between destinations),
+:mod:`~pgvault.operations.tiers`, :mod:`~pgvault.operations.thaw`, and
+:mod:`~pgvault.operations.destinations` (the destinations side by side). Each takes a
+:class:`~pgvault.pipeline_config.PipelineConfig` and settings values, never the config module."""

@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pgvault.exceptions import ConfigError, ObjectExistsError, ObjectNotFoundError, PgVaultError
-from pgvault.manifest import MANIFEST_NAME, Manifest, utc_now
-from pgvault.retention import plan
 from pgvault.sinks.destinations import Destination
 from pgvault.sinks.fanout import remove_stored
 from pgvault.transforms.digest import MD5_SIDECAR, Digests
-from pgvault.vault import Vault, _check_digests, latest_first
+from pgvault.vault.contents import Vault, _check_digests, latest_first
+from pgvault.vault.manifest import MANIFEST_NAME, Manifest, utc_now
+from pgvault.vault.retention import plan
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.copy")
 
@@ -152,7 +152,7 @@ def _copy_backup(
     config: PipelineConfig, src_vault: Vault, dst: Destination, manifest: Manifest
 ) -> int:
     """Copy one backup: artifacts checked and committed, then MD5SUMS, then the manifest."""
-    from pgvault.runlock import LEASE_SECONDS, Lease, _vault_lease
+    from pgvault.engine.runlock import LEASE_SECONDS, Lease, _vault_lease
 
     dst_vault = Vault(dst.sink, config.name)
     lease = Lease(

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pgvault.exceptions import BackupNotFoundError, ObjectArchivedError, PgVaultError
-from pgvault.manifest import MANIFEST_NAME, Manifest, future_dated
 from pgvault.operations.tiers import artifact_classes, sizes_by_class
 from pgvault.sinks.api import ObjectInfo
 from pgvault.sinks.destinations import Destination
-from pgvault.vault import Vault, VaultContents, latest_first
+from pgvault.vault.contents import Vault, VaultContents, latest_first
+from pgvault.vault.manifest import MANIFEST_NAME, Manifest, future_dated
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-    from pgvault.health import Problem
+    from pgvault.operations.check import Problem
+    from pgvault.pipeline_config import PipelineConfig
 
 
 @attrs.frozen
@@ -168,7 +168,7 @@ def destination_problems(
 ) -> list[Problem]:
     """``check``'s view of the destinations: unreachable ones, lagging ones, and (in ``found``)
     the bytes per storage class of each."""
-    from pgvault.health import Problem, Status
+    from pgvault.operations.check import Problem, Status
 
     if len(config.destinations) == 1:
         # One destination: its sizes per class from one listing (the manifests were read).

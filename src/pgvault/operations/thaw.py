@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from pgvault.exceptions import RestoreError
-from pgvault.manifest import Manifest
 from pgvault.sinks.destinations import Destination
+from pgvault.vault.manifest import Manifest
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.restore")
 
@@ -144,7 +144,7 @@ def restore_source(
     :mod:`pgvault.operations.destinations`). With ``thaw_options``, an archived copy is thawed
     first: the restore waits for it, or stops with a RestoreError saying how long it takes."""
     from pgvault.operations.destinations import choose_copy, usable
-    from pgvault.vault import Vault
+    from pgvault.vault.contents import Vault
 
     if len(config.destinations) == 1 and source is None and thaw_options is None:
         vault = Vault.from_config(config)

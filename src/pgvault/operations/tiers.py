@@ -20,11 +20,11 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from pgvault.exceptions import PgVaultError
-from pgvault.manifest import MANIFEST_NAME, Manifest
-from pgvault.retention import RetentionPlan
 from pgvault.sinks.api import ObjectInfo, Sink
 from pgvault.sinks.destinations import Tier
 from pgvault.transforms.digest import MD5_SIDECAR
+from pgvault.vault.manifest import MANIFEST_NAME, Manifest
+from pgvault.vault.retention import RetentionPlan
 
 log = logging.getLogger("pgvault.prune")
 

@@ -27,8 +27,8 @@ from typing import Any
 import attrs
 
 from pgvault.exceptions import ConfigError
-from pgvault.retention import TIERS as RETENTION_TIERS
-from pgvault.retention import RetentionPolicy
+from pgvault.settings import TIERS as RETENTION_TIERS
+from pgvault.settings import RetentionPolicy
 from pgvault.sinks.api import Sink
 from pgvault.units import Duration
 

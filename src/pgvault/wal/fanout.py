@@ -26,7 +26,7 @@ from pgvault.wal.archive import ClusterId, ClusterRecord, WalArchive
 from pgvault.wal.names import SegmentHeader, WalError, WalName
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.wal")
 
