@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import pgvault
 from pgvault.operations.tiers import target_class
 from pgvault.sinks.destinations import Tier
 from pgvault.sinks.s3 import _thaw_state
+from pgvault.testing import PostgresCluster
 from pgvault.testing.servers import S3Server
+from pgvault.testing.storage_fixtures import TEST_SINK_OPTIONS
 from pgvault.units import Duration
 from tests.conftest import pgvault_cli
 from tests.operations.test_destinations import s3, write_config
@@ -159,3 +162,20 @@ def test_a_tier_kept_as_monthly_takes_over_from_an_age_tier() -> None:
     assert target_class(tiers, days, ["daily 2026-01-02"]) == "GLACIER"
     assert target_class(tiers, days, ["daily 2026-01-31", "monthly 2026-01"]) == "DEEP_ARCHIVE"
     assert target_class(tiers, 10 * 86400, ["monthly 2026-01"]) is None
+
+
+def test_a_drill_skips_or_thaws_an_archived_backup(
+    pg_cluster: PostgresCluster, rich_db: str, make_config: Callable[..., Path], s3_server: S3Server
+) -> None:
+    """drill --archived skip leaves a GLACIER backup alone (exit 0, says so, records nothing);
+    --archived thaw requests its retrieval and drills it once readable."""
+    bucket = s3_server.create_bucket(f"pgvault-{uuid.uuid4().hex[:12]}")
+    options = s3_server.sink_options(bucket, "p", storage_class="GLACIER", **TEST_SINK_OPTIONS)
+    path = make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)}, sink=options)
+    backup_id = pgvault_cli("run", path).stdout.strip()
+    skipped = pgvault_cli("drill", path, "--archived", "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stdout.startswith(f"SKIPPED drill of {backup_id}: archived")
+    drilled = pgvault_cli("drill", path, "--archived", "thaw")
+    assert drilled.returncode == 0, drilled.stderr
+    assert f"of backup {backup_id}: PASSED" in drilled.stdout

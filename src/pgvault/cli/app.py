@@ -232,6 +232,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = command("drill", "restore a backup somewhere harmless and prove it works")
     p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
+    p.add_argument(
+        "--archived",
+        choices=("fail", "skip", "thaw"),
+        default="fail",
+        help="a backup in an archive class: fail (default), skip the drill (exit 0), or thaw "
+        "it and drill once readable",
+    )
+    cli_storage.add_thaw_options(p)
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
     p.add_argument("--json", action="store_true", help="print the drill result as JSON")
 
@@ -823,6 +831,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 def _cmd_drill(args: argparse.Namespace) -> int:
     config = _config(args)
+    cold = cli_storage.cold_drill(config, args)  # archived backups (issue 15)
+    if cold is not None:
+        return cold
     result = run_drill(config, args.backup, identities=tuple(args.identity))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -15,6 +15,7 @@ from pgvault.exceptions import ConfigError, PgVaultError
 from pgvault.operations.copy import copy
 from pgvault.operations.destinations import Overview, choose_copy, usable
 from pgvault.operations.thaw import thaw
+from pgvault.vault.contents import Vault
 
 if TYPE_CHECKING:
     from pgvault.pipeline_config import PipelineConfig
@@ -190,3 +191,22 @@ def deep_or_shallow(
     if report.ready:
         return True, None, False
     return False, report.describe(), True
+
+
+def cold_drill(config: PipelineConfig, args: argparse.Namespace) -> int | None:
+    """``drill --archived skip|thaw`` of a backup in an archive class: an exit code when the
+    drill does not run (skipped, or its retrieval still under way), None to drill it."""
+    if args.archived == "fail":
+        return None
+    dest = config.destinations[0]
+    manifest = Vault(dest.sink, config.name).manifest(args.backup)
+    if usable(dest, config.name, manifest) != "archived":
+        return None
+    if args.archived == "skip":
+        print(f"SKIPPED drill of {manifest.backup_id}: archived (drill --archived thaw)")
+        return EXIT_OK
+    report = thaw(dest, config.name, manifest, days=args.thaw_days, speed=args.thaw_speed)
+    if report.ready:
+        return None
+    print(f"pgvault: error: drill not run: {report.describe()}", file=sys.stderr)
+    return EXIT_FAILED
