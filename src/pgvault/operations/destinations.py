@@ -29,10 +29,9 @@ from pgvault.operations.tiers import artifact_classes, sizes_by_class
 from pgvault.sinks.api import ObjectInfo
 from pgvault.sinks.destinations import Destination
 from pgvault.vault.contents import Vault, VaultContents, latest_first
-from pgvault.vault.manifest import MANIFEST_NAME, Manifest, future_dated
+from pgvault.vault.manifest import Manifest, future_dated
 
 if TYPE_CHECKING:
-    from pgvault.operations.check import Problem
     from pgvault.pipeline_config import PipelineConfig
 
 
@@ -161,76 +160,6 @@ def _lag(state: DestinationState, scheduled: Sequence[Manifest]) -> tuple[str, .
         for m in latest_first(scheduled)
         if m.backup_id not in state.backups and (own is None or m.started_at > own.started_at)
     )
-
-
-def destination_problems(
-    config: PipelineConfig, now: datetime, found: dict[str, Any]
-) -> list[Problem]:
-    """``check``'s view of the destinations: unreachable ones, lagging ones, and (in ``found``)
-    the bytes per storage class of each."""
-    from pgvault.operations.check import Problem, Status
-
-    if len(config.destinations) == 1:
-        # One destination: its sizes per class from one listing (the manifests were read).
-        dest = config.destinations[0]
-        prefix = f"{config.name}/backups/"
-        try:
-            listing = dest.sink.list(prefix)
-        except PgVaultError:
-            return []  # the primary's own checks report it
-        per_backup = sizes_by_class(listing, prefix)
-        complete = sum(1 for i in listing if i.key.endswith("/" + MANIFEST_NAME))
-        sizes: dict[str, int] = {}
-        for per in per_backup.values():
-            for name, size in per.items():
-                sizes[name] = sizes.get(name, 0) + size
-        found["storage"] = {
-            dest.name: {
-                "location": dest.sink.describe(),
-                "required": dest.required,
-                "error": None,
-                "backups": complete,
-                "size_by_class": sizes,
-                "lagging": [],
-            }
-        }
-        return []
-    try:
-        view = overview(config, now)
-    except PgVaultError:
-        return []  # the primary's own checks report it
-    found["storage"] = view.to_dict()
-    max_age = config.check.max_age
-    problems: list[Problem] = []
-    ahead = next((s for s in view.states if s.contents is not None and not s.lag), None)
-    for i, state in enumerate(view.states):
-        dest = state.destination
-        # The primary's reachability and age are the main check's; the others' are judged
-        # here: CRITICAL for a required destination, WARNING for one that is not.
-        bad = Status.CRITICAL if dest.required else Status.WARNING
-        if state.contents is None:
-            if i:
-                text = f"destination {dest.describe()} unreachable: {state.error}"
-                problems.append(Problem(bad, "destination", text))
-            continue
-        newest = state.contents.latest
-        stale = i > 0 and (newest is None or now - newest.started_at > max_age.delta)
-        if state.lag:
-            source = ahead.destination.name if ahead else "<another>"
-            problems.append(
-                Problem(
-                    bad if stale else Status.WARNING,
-                    "lagging",
-                    f"destination {dest.name!r} lags: {len(state.lag)} backup(s) newer than its "
-                    f"newest, such as {state.lag[0]}: run pgvault copy CONFIG --from {source} "
-                    f"--to {dest.name}",
-                )
-            )
-        elif stale:
-            what = "no backup" if newest is None else f"newest backup {newest.backup_id} too old"
-            text = f"destination {dest.describe()} has {what} (max_age {max_age})"
-            problems.append(Problem(bad, "destination", text))
-    return problems
 
 
 def choose_copy(
