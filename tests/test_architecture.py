@@ -114,3 +114,14 @@ def test_the_restore_function_is_never_shadowed() -> None:
         "print(callable(r), r is pgvault.restore, pgvault.restore.__name__, RestoreResult.__name__)"
     )
     assert out.strip() == "True True restore RestoreResult"
+
+
+def test_encrypt_keeps_the_names_it_had_before_its_split() -> None:
+    """Code importing the format or the keyring from ``pgvault.transforms.encrypt`` still works:
+    the names are the very objects of the modules that now own them."""
+    from pgvault.transforms import encrypt, encryption_format, keyring
+
+    for name in ("MAGIC", "FORMAT_VERSION", "MAX_SEGMENT_SIZE", "Header", "KeySource", "nonce"):
+        assert getattr(encrypt, name) is getattr(encryption_format, name)
+    assert encrypt.Keyring is keyring.Keyring
+    assert set(encrypt.__all__) <= set(dir(encrypt))

@@ -29,6 +29,7 @@ from pgvault.exceptions import ConfigError
 from pgvault.notify.api import Notifier, notifier_types
 from pgvault.pipeline_config import PipelineConfig
 from pgvault.plugin.components import Kind, load_component
+from pgvault.plugin.exec_hooks import ExecHook
 from pgvault.settings import (
     CheckThresholds,
     DrillSettings,
@@ -66,6 +67,7 @@ TOP_LEVEL_KEYS = (
     "logging",
     "metrics_file",
     "wal",
+    "hook",
 )
 
 
@@ -163,6 +165,14 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
     wal = section(WalSettings, "wal")
     metrics_file = _coerce(data.get("metrics_file"), Path | None, where, "metrics_file", base)
     check_tier_policies(destinations, retention, where)
+    raw_hooks = data.get("hook", [])
+    hooks = _coerce(
+        [raw_hooks] if isinstance(raw_hooks, dict) else raw_hooks,
+        tuple[ExecHook, ...],
+        where,
+        "hook",
+        base,
+    )
 
     return PipelineConfig(
         name=name,
@@ -180,6 +190,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
         restore=restore,
         drill=drill,
         wal=wal,
+        hooks=hooks,
     )
 
 

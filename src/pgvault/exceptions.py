@@ -36,6 +36,13 @@ class PluginError(PgVaultError):
     """A component or hook plugin cannot be found or loaded."""
 
 
+class ExecHookError(PluginError):
+    """A ``before_*`` exec hook (``[[hook]]``) failed or timed out, so the operation did not start.
+
+    The message names the event and the command, and ends with the tail of its output.
+    """
+
+
 class SourceError(PgVaultError):
     """A source (pg_dump, files …) failed; the message carries the tool's own error text."""
 

@@ -85,6 +85,58 @@ class JsonLinesFormatter(logging.Formatter):
 _TEXT_STDERR = "pgvault: %(levelname)s: %(message)s"
 _TEXT_FILE = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+REPORTED = "pgvault_reported"
+"""Attribute (``extra=``) of a failure record whose message the CLI also prints as its one error
+line: the CLI's stderr handler drops it, every other handler (files, journald, an application's
+own) keeps it."""
+
+_JOURNAL_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+
+
+def journal_priority(level: int) -> int:
+    """The syslog priority journald gives a line of ``level`` (``ERROR`` → 3, ``CRITICAL`` → 2)."""
+    if level >= logging.CRITICAL:
+        return 2
+    for threshold in (logging.ERROR, logging.WARNING, logging.INFO):
+        if level >= threshold:
+            return _JOURNAL_PRIORITY[threshold]
+    return 7
+
+
+def stderr_is_journal() -> bool:
+    """Whether stderr is the journal's stream: systemd sets ``JOURNAL_STREAM`` to its
+    ``device:inode`` (checked, so a variable inherited by a child writing elsewhere is ignored)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def journal_prefix(level: int) -> str:
+    """``<3>``-style priority prefix (sd-daemon) for a stderr line, or ``""`` off the journal."""
+    return f"<{journal_priority(level)}>" if stderr_is_journal() else ""
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefix each line of another formatter's output with its sd-daemon priority (``<3>``), which
+    journald reads as the line's priority (``journalctl -p err`` then finds failures)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record`` with the inner formatter, each line prefixed."""
+        prefix = f"<{journal_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).splitlines())
+
+
+def _drop_reported(record: logging.LogRecord) -> bool:
+    return not getattr(record, REPORTED, False)
+
 
 def _formatter(fmt: str, text: str) -> logging.Formatter:
     if fmt == "json":
@@ -93,20 +145,39 @@ def _formatter(fmt: str, text: str) -> logging.Formatter:
     return formatter
 
 
-def setup_logging(settings: LogSettings, *, stderr_level: int | None = None) -> None:
+def stderr_handler(fmt: str, level: int, *, caller_reports: bool = False) -> logging.Handler:
+    """The stderr handler: ``fmt`` (text or json) lines, sd-daemon priorities under journald.
+
+    With ``caller_reports`` (the CLI) failure records the caller prints itself are left out.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = _formatter(fmt, _TEXT_STDERR)
+    handler.setFormatter(JournalFormatter(formatter) if stderr_is_journal() else formatter)
+    handler.setLevel(level)
+    if caller_reports:
+        handler.addFilter(_drop_reported)
+    return handler
+
+
+def setup_logging(
+    settings: LogSettings, *, stderr_level: int | None = None, caller_reports: bool = False
+) -> None:
     """Send the ``pgvault`` loggers to stderr (and ``settings.file``) as ``settings`` say.
 
     ``stderr_level`` overrides ``settings.stderr_level`` (the CLI's ``-v``/``--debug``/``-q``).
     Replaces the handlers a previous call installed, so calling it once per loaded config is safe.
+    Records still propagate to the root logger: an embedding application's own handlers (Sentry's
+    logging integration, its log shipper) see pgvault's warnings and failures too. Under systemd
+    stderr lines carry journald priorities. ``caller_reports``: see :func:`stderr_handler`.
     Raises ``OSError`` when the log file cannot be opened.
     """
     root = logging.getLogger("pgvault")
     for handler in root.handlers:
         handler.close()
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(_formatter(settings.format, _TEXT_STDERR))
-    stderr.setLevel(stderr_level if stderr_level is not None else LEVELS[settings.stderr_level])
-    handlers: list[logging.Handler] = [stderr]
+    level = stderr_level if stderr_level is not None else LEVELS[settings.stderr_level]
+    handlers: list[logging.Handler] = [
+        stderr_handler(settings.format, level, caller_reports=caller_reports)
+    ]
     if settings.file is not None:
         settings.file.parent.mkdir(parents=True, exist_ok=True)
         rotating = logging.handlers.RotatingFileHandler(
@@ -120,7 +191,7 @@ def setup_logging(settings: LogSettings, *, stderr_level: int | None = None) -> 
         handlers.append(rotating)
     root.handlers[:] = handlers
     root.setLevel(min(h.level for h in handlers))
-    root.propagate = False
+    root.propagate = True
 
 
 def _iso(dt: datetime) -> str:
@@ -193,13 +264,15 @@ def _log_run(
         )
     else:
         fields["error"] = str(error) or type(error).__name__
-        run_log.info(
+        # ERROR, so an embedding application's handlers (Sentry's logging integration among
+        # them) see the failure; the CLI's stderr handler leaves it to the CLI's own error line.
+        run_log.error(
             "backup %s of %s failed after %.1fs: %s",
             backup_id,
             config.name,
             duration,
             fields["error"],
-            extra={FIELDS_ATTR: fields},
+            extra={FIELDS_ATTR: fields, REPORTED: True},
         )
 
 
@@ -212,14 +285,17 @@ def after_check(config: PipelineConfig, result: CheckResult) -> None:
         "backups": result.backups,
         "problems": [str(p) for p in result.problems],
     }
+    # Not OK is a WARNING (ERROR for CRITICAL and UNKNOWN) for the log's watchers; the CLI
+    # prints the problems itself, so its stderr handler leaves the record out.
+    level = logging.INFO if result.ok else logging.WARNING if result.status == 1 else logging.ERROR
     with contextlib.suppress(Exception):
-        # INFO like the run record: the CLI prints the problems, the log keeps the history.
-        run_log.info(
+        run_log.log(
+            level,
             "check of %s: %s: %s",
             config.name,
             result.status.name,
-            result.summary(),
-            extra={FIELDS_ATTR: fields},
+            "; ".join(p.message for p in result.problems) or result.summary(),
+            extra={FIELDS_ATTR: fields, REPORTED: not result.ok},
         )
     if config.metrics_file is None:
         return

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from pgvault.exceptions import ConfigError
+from pgvault.plugin.exec_hooks import ExecHook
 from pgvault.settings import (
     CheckThresholds,
     DrillSettings,
@@ -64,6 +65,8 @@ class PipelineConfig:
     """Prometheus textfile (node_exporter) rewritten after each run and check."""
     wal: WalSettings = attrs.field(factory=WalSettings)
     """The ``[wal]`` table: continuous WAL archiving (defaults when absent)."""
+    hooks: tuple[ExecHook, ...] = ()
+    """The ``[[hook]]`` tables: commands run before and after operations (exec hooks)."""
     # --- several destinations (issue 15): ``sink`` is the first (primary) one's sink.
     destinations: tuple[Destination, ...] = attrs.field(
         default=attrs.Factory(

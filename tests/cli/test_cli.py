@@ -235,7 +235,9 @@ def test_sigterm_stops_a_backup_and_leaves_nothing(
         "pgvault: terminated (SIGTERM); nothing was left half-written"
     )
     assert json.loads(pgvault_cli("list", config_path, "--json").stdout) == []
-    assert [p for p in (tmp_path / "vault").rglob("*") if p.is_file()] == []
+    # Only the failed run's record (for reports) stays, outside backups/.
+    files = [p for p in (tmp_path / "vault").rglob("*") if p.is_file()]
+    assert [p.parent.name for p in files] == ["failures"]
     pg_cluster.drop_database("sigterm_src")
 
 

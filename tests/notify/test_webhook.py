@@ -128,7 +128,7 @@ def test_config_mistakes_are_named(notify_config: Make) -> None:
     with pytest.raises(
         pgvault.ConfigError,
         match=r"notify\[0\]\.type: unknown notifier type "
-        "'webhok' \\(did you mean 'webhook'\\?\\); known: email, healthchecks",
+        "'webhok' \\(did you mean 'webhook'\\?\\); known: apprise, email, healthchecks",
     ):
         notify_config('[[notify]]\ntype = "webhok"\n')
     with pytest.raises(pgvault.ConfigError, match=r"notify\[0\]\.timeout: expected a number"):

@@ -95,17 +95,19 @@ def test_shrink_within_the_threshold_is_fine(make: Callable[..., pgvault.Pipelin
     assert pgvault.check(config, now=NOW).ok
 
 
-def test_an_unreachable_sink_is_critical(
+def test_an_unreachable_sink_is_unknown(
     make_config: ConfigMaker, files_source: dict[str, Any], tmp_path: Path
 ) -> None:
-    """A sink that cannot be listed (here: its folder is a file) is CRITICAL, saying why."""
+    """A sink that cannot be listed (here: its folder is a file) is UNKNOWN (nothing could be
+    checked, Nagios status 3), saying why."""
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     config = pgvault.load_config(
         make_config(files_source, sink={"type": "local", "path": str(blocker)})
     )
     result = pgvault.check(config, now=NOW)
-    assert result.lines() == [f"CRITICAL: sink unreachable: local sink: {blocker} is not a folder"]
+    assert result.lines() == [f"UNKNOWN: sink unreachable: local sink: {blocker} is not a folder"]
+    assert int(result.status) == 3
 
 
 def test_low_free_space_warns(make: Callable[..., pgvault.PipelineConfig]) -> None:
@@ -147,7 +149,9 @@ def test_cli_exit_codes_and_json(make_config: ConfigMaker, files_source: dict[st
     fake_backup(vault, now - timedelta(hours=5))
     few = pgvault_cli("check", path)
     assert few.returncode == 1
-    assert few.stdout == "WARNING: 1 complete backup(s) in the vault (min_count 3)\n"
+    status, perfdata = few.stdout.split(" | ")
+    assert status == "WARNING: 1 complete backup(s) in the vault (min_count 3)"
+    assert perfdata.startswith("backups=1;3:;;0 age=")
     assert few.stderr == ""
 
     daily_history(vault, now - timedelta(days=3), 2)
@@ -158,18 +162,19 @@ def test_cli_exit_codes_and_json(make_config: ConfigMaker, files_source: dict[st
     assert data["newest"]["age_seconds"] >= 5 * 3600 - 60
 
 
-def test_a_config_error_is_critical_in_one_line(tmp_path: Path) -> None:
-    """A typo in [check]: exit 2, one stderr line naming file and key, CRITICAL on stdout."""
+def test_a_config_error_is_unknown_in_one_line(tmp_path: Path) -> None:
+    """A typo in [check]: nothing could be checked, so exit 3 (Nagios UNKNOWN), one stderr line
+    naming file and key, UNKNOWN on stdout."""
     path = tmp_path / "p.toml"
     path.write_text(
         'name = "x"\n[source]\ntype = "files"\npaths = ["."]\n[sink]\ntype = "local"\n'
         'path = "v"\n[check]\nmax_aeg = "1d"\nmin_size = "lots"\n'
     )
     out = pgvault_cli("check", path)
-    assert out.returncode == 2
+    assert out.returncode == 3
     assert out.stderr.count("\n") == 1
     assert out.stderr.startswith(f"pgvault: error: {path}: check.max_aeg: unknown key")
-    assert out.stdout.startswith(f"CRITICAL: {path}: check.max_aeg: unknown key")
+    assert out.stdout.startswith(f"UNKNOWN: {path}: check.max_aeg: unknown key")
 
 
 @pytest.mark.parametrize(
@@ -253,3 +258,30 @@ def test_min_count_and_the_metric_count_the_schedule_only(tmp_path: Path) -> Non
     result = pgvault.check(config, now=NOW)
     assert result.lines() == ["WARNING: 1 complete backup(s) in the vault (min_count 2)"]
     assert read_metrics(metrics)["pgvault_backups", '{name="test"}'] == 1
+
+
+def test_nagios_perfdata_and_unknown(
+    make_config: ConfigMaker, files_source: dict[str, Any], tmp_path: Path
+) -> None:
+    """The status line carries performance data with the thresholds as Nagios ranges; a vault
+    that cannot be read is UNKNOWN (exit 3) with no made-up figures."""
+    path = make_config(files_source, extra='[check]\nmin_count = 2\nwarn_age = "25h"\n')
+    vault = Vault.from_config(pgvault.load_config(path))
+    daily_history(vault, datetime.now(UTC) - timedelta(days=2, hours=-1), 2)
+    out = pgvault_cli("check", path)
+    assert out.returncode == 0, out.stdout
+    status, perfdata = out.stdout.strip().split(" | ")
+    assert status.startswith("OK: vault 'test'")
+    fields = dict(item.split("=", 1) for item in perfdata.split())
+    assert fields["backups"] == "2;2:;;0"
+    age, warn, crit, low = fields["age"].split(";")
+    assert age.endswith("s") and 82000 < int(age[:-1]) < 86400
+    assert (warn, crit, low) == ("90000", "93600", "0")
+    assert fields["damaged"] == "0;;;0"
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    unreachable = make_config(files_source, sink={"type": "local", "path": str(blocker)})
+    out = pgvault_cli("check", unreachable)
+    assert out.returncode == 3
+    assert out.stdout.startswith("UNKNOWN: sink unreachable") and "|" not in out.stdout

@@ -4,10 +4,12 @@ Each command takes the config path first. Data goes to stdout (``--json`` where 
 errors are one line on stderr, with a traceback only under ``--debug``. Exit codes: 0 success,
 1 failure (backup failed, verification found a problem), 2 bad usage or config, 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM: systemd, docker stop, ``timeout``), after the same cleanup.
-``check`` exits like a Nagios plugin instead: 0 OK, 1 WARNING, 2 CRITICAL, and 2 too when it cannot
-check at all (config error, bug), with a ``CRITICAL:`` line on stdout for monitors that read only
-that. The WAL commands PostgreSQL runs keep its rules: ``wal-push`` never exits above 125 for a
-failure (1; 2 for a bad config or argument), and ``wal-fetch`` exits 1 only when the file is
+``check`` exits like a Nagios plugin instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN when it cannot
+check at all (config unreadable, vault unreachable, bug), with an ``UNKNOWN:`` line on stdout for
+monitors that read only that, and performance data after ``|`` on the status line. Under systemd
+(``JOURNAL_STREAM``) stderr lines carry journald priorities (``<3>`` for errors). The WAL
+commands PostgreSQL runs keep its rules: ``wal-push`` never exits above 125 for a failure (1; 2 for
+a bad config or argument), and ``wal-fetch`` exits 1 only when the file is
 definitely not archived, 200 (recovery aborts) for anything else, or 1 with ``fetch_on_error``
 set for a standby.
 """
@@ -37,7 +39,7 @@ from pgvault.engine.pipeline import pgvault_version
 from pgvault.engine.pipeline import run as run_backup
 from pgvault.engine.progress import TerminalProgress, human_bytes
 from pgvault.exceptions import Aborted, ConfigError, PgVaultError
-from pgvault.observability import setup_logging
+from pgvault.observability import journal_prefix, setup_logging, stderr_handler
 from pgvault.operations.check import check as check_vault
 from pgvault.operations.destinations import overview
 from pgvault.operations.drill import drill as run_drill
@@ -55,6 +57,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CRITICAL = 2
+EXIT_UNKNOWN = 3  # check: nothing could be checked (Nagios UNKNOWN)
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM killed
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports for yes
@@ -297,6 +300,24 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="file to create")
     p.add_argument("--x25519", action="store_true", help="make an X25519 key pair for recipients")
+
+    # report (issue 16): what the vault did over a period.
+    p = command("report", "report backups taken and failed, size and duration trends, cost, drills")
+    p.add_argument("--since", default="30d", help="period to report on (default 30d)")
+    p.add_argument("--format", choices=("text", "json", "html"), default="text")
+    p.add_argument("--chart", type=Path, metavar="FILE.svg", help="also draw the chart as SVG")
+    p.add_argument("--prices", type=Path, metavar="FILE", help="price table (JSON) to use")
+
+    # completion (issue 16): prints or installs a shell's completion script; no config either.
+    p = sub.add_parser(
+        "completion",
+        help="print (or --install) the shell completion script for bash, zsh or fish",
+        description="Print the completion script for SHELL, or with --install write it where "
+        "the shell finds it for your user.",
+        parents=[sub_common],
+    )
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    p.add_argument("--install", action="store_true", help="write it to the user's folder")
     return parser
 
 
@@ -361,13 +382,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(devnull)
         return EXIT_BROKEN_PIPE
     except Terminated as exc:
-        print(f"pgvault: terminated (SIGTERM); {_left_behind(exc)}", file=sys.stderr)
+        _stderr(f"pgvault: terminated (SIGTERM); {_left_behind(exc)}", logging.WARNING)
         return EXIT_TERMINATED
     except KeyboardInterrupt as exc:
-        print(f"pgvault: interrupted; {_left_behind(exc)}", file=sys.stderr)
+        _stderr(f"pgvault: interrupted; {_left_behind(exc)}", logging.WARNING)
         return EXIT_INTERRUPTED
     except Aborted as exc:
-        print(f"pgvault: {exc}", file=sys.stderr)
+        _stderr(f"pgvault: {exc}", logging.WARNING)
         return EXIT_FAILED
     except ConfigError as exc:
         _report(args, exc)
@@ -404,21 +425,25 @@ def _left_behind(exc: BaseException) -> str:
     return "nothing was left half-written"
 
 
+def _stderr(line: str, level: int = logging.ERROR) -> None:
+    """One line to stderr; with its journald priority (``<3>``) under systemd."""
+    print(f"{journal_prefix(level)}{line}", file=sys.stderr)
+
+
 def _report(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
     if args.debug:
         traceback.print_exception(exc)
     text = str(exc).replace("\n", " ") or type(exc).__name__
-    print(f"pgvault: error: {prefix}{text}", file=sys.stderr)
+    _stderr(f"pgvault: error: {prefix}{text}")
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("pgvault: %(levelname)s: %(message)s"))
     root = logging.getLogger("pgvault")
-    root.handlers[:] = [handler]
+    # The CLI prints a failure's one error line itself: its stderr handler drops the failure's
+    # log record (files, journald and root handlers still get it).
+    root.handlers[:] = [stderr_handler("text", level, caller_reports=True)]
     root.setLevel(level)
-    root.propagate = False
 
 
 def _progress(args: argparse.Namespace, label: str) -> TerminalProgress | None:
@@ -447,7 +472,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         else None
     )
     try:
-        setup_logging(config.logging, stderr_level=override)
+        setup_logging(config.logging, stderr_level=override, caller_reports=True)
     except OSError as exc:
         raise ConfigError(
             f"cannot open log file: {exc.strerror or exc}", path=config.where(), key="logging.file"
@@ -465,13 +490,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     else:
         _print_prune(result)
     for failure in result.failures:
-        print(
-            f"pgvault: error: could not remove {failure.backup_id}: {failure.message}",
-            file=sys.stderr,
-        )
+        _stderr(f"pgvault: error: could not remove {failure.backup_id}: {failure.message}")
     wal_failures = result.wal.failures if result.wal else ()
     for message in wal_failures:
-        print(f"pgvault: error: could not remove WAL file {message}", file=sys.stderr)
+        _stderr(f"pgvault: error: could not remove WAL file {message}")
     return EXIT_OK if result.ok and not wal_failures else EXIT_FAILED
 
 
@@ -526,8 +548,9 @@ def _print_prune(result: PruneResult) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    # Monitors read the exit code and the first stdout line: whatever goes wrong must still be
-    # CRITICAL there, never the WARNING an ordinary failure's exit code 1 would mean.
+    # Monitors read the exit code and the first stdout line: whatever keeps the check from
+    # running must be UNKNOWN there (Nagios' "cannot check"), never the WARNING an ordinary
+    # failure's exit code 1 would mean.
     try:
         config = _config(args)
         result = check_vault(config)
@@ -537,12 +560,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         prefix = "" if isinstance(exc, PgVaultError) else "internal error (please report it): "
         _report(args, exc, prefix=prefix)
         text = str(exc).replace("\n", " ") or type(exc).__name__
-        print(f"CRITICAL: {prefix}{text}")
-        return EXIT_CRITICAL
+        print(f"UNKNOWN: {prefix}{text}")
+        return EXIT_UNKNOWN
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        for line in result.lines():
+        for line in result.nagios_lines():
             print(line)
     return int(result.status)
 
@@ -623,7 +646,7 @@ def _print_wal_ranges(config: PipelineConfig) -> None:
         chains = summarize(WalArchive(config.sink, config.name), pg_wal=config.wal.pg_wal)
     except PgVaultError as exc:
         # The backups listed above are still worth seeing: say so, do not fail the listing.
-        print(f"pgvault: warning: cannot read the WAL archive: {exc}", file=sys.stderr)
+        _stderr(f"pgvault: warning: cannot read the WAL archive: {exc}", logging.WARNING)
         return
     for chain in chains:
         print(f"WAL of {chain.cluster}: {chain.files} file(s), {human_bytes(chain.stored_bytes)}")
@@ -737,14 +760,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             for path, note in report.details.items():
                 print(f"   {path}: {note}")
         for problem in report.problems:
-            print(f"pgvault: FAILED {m.backup_id}: artifact {problem}", file=sys.stderr)
+            _stderr(f"pgvault: FAILED {m.backup_id}: artifact {problem}")
     for d in damaged:
         # A manifest that cannot be read verifies nothing: FAILED, like a bad artifact.
         reports.append(
             VerifyReport(d.backup_id, args.deep, (), (VerifyProblem(MANIFEST_NAME, d.reason),))
         )
         if not args.json:
-            print(f"pgvault: FAILED {d.backup_id}: {MANIFEST_NAME}: {d.reason}", file=sys.stderr)
+            _stderr(f"pgvault: FAILED {d.backup_id}: {MANIFEST_NAME}: {d.reason}")
     if args.json:
         print(
             json.dumps(
@@ -820,7 +843,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if result.created_roles:
         print(f"created role(s) the target lacked: {', '.join(result.created_roles)}")
     for note in result.notes:
-        print(f"pgvault: warning: {note}", file=sys.stderr)
+        _stderr(f"pgvault: warning: {note}", logging.WARNING)
     print(f"restored {result.backup_id} into {result.target}")
     if result.validation is not None:
         tables = result.validation.tables
@@ -849,7 +872,7 @@ def _cmd_drill(args: argparse.Namespace) -> int:
             mark = "ok  " if c.ok else "FAIL"
             print(f"  {mark} {c.label}: {c.error or c.value} (expected {c.expected})")
     if not result.ok:
-        print(f"pgvault: error: drill failed: {result.error}", file=sys.stderr)
+        _stderr(f"pgvault: error: drill failed: {result.error}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -1017,7 +1040,55 @@ def _cmd_wal_prefetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pgvault.reporting.chart import svg
+    from pgvault.reporting.report import build, load_prices
+    from pgvault.units import Duration
+
+    config = _config(args)
+    try:
+        since = Duration.parse(args.since).delta
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    try:
+        prices = load_prices(args.prices)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"--prices {args.prices}: cannot read the price table: {exc}") from None
+    report = build(config, since=since, prices=prices)
+    chart = svg(report)
+    if args.chart:
+        args.chart.write_text(chart)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    elif args.format == "html":
+        print(report.html(chart))
+    else:
+        print(report.text(), end="")
+    return EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from pgvault.completion import GENERATORS, install_path
+
+    script = GENERATORS[args.shell](_build_parser())
+    if not args.install:
+        print(script, end="")
+        return EXIT_OK
+    path = install_path(args.shell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    print(f"wrote {path}", file=sys.stderr)
+    if args.shell == "zsh":
+        print(
+            "add to ~/.zshrc: fpath=(~/.zfunc $fpath); autoload -Uz compinit; compinit",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "completion": _cmd_completion,
+    "report": _cmd_report,
     "run": _cmd_run,
     "copy": lambda args: cli_storage.cmd_copy(args, _config(args)),
     "thaw": lambda args: cli_storage.cmd_thaw(args, _config(args)),

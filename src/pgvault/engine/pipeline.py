@@ -9,6 +9,7 @@ failure removes what this run stored, so nothing that looks complete is left beh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from pgvault.engine.flow import Channel, Flow, feed, through
 from pgvault.engine.runlock import run_lock
 from pgvault.observability import after_run
 from pgvault.pipeline_config import PipelineConfig
+from pgvault.plugin.exec_hooks import around as exec_hooks
 from pgvault.plugin.manager import call_hook
+from pgvault.reporting.failures import record_failure
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sinks.fanout import Fanout, remove_stored
 from pgvault.sources.api import SourceStream
@@ -97,12 +100,20 @@ def run(
     try:
         # One run of a pipeline (and kind) at a time, across processes and hosts: the lock is
         # held from before the source starts until the manifest is written.
-        with run_lock(config, backup_id=backup_id, kind=kind, started=started):
+        # [[hook]] commands speak for the schedule, as notifiers do: not for a safety backup.
+        commands = (
+            exec_hooks(config, "backup", backup_id=backup_id)
+            if kind == "scheduled"
+            else contextlib.nullcontext()
+        )
+        with run_lock(config, backup_id=backup_id, kind=kind, started=started), commands:
             manifest = _run(
                 config, vault, targets, backup_id, started, kind, labels or {}, progress
             )
     except BaseException as exc:
         remove_stored(targets, vault.backup_prefix(backup_id))
+        if kind == "scheduled":  # failures are in the vault too, for reports (issue 16)
+            record_failure(vault, backup_id, kind, started, exc)
         after_run(
             config,
             backup_id=backup_id,

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pgvault.operations.check import CheckResult
     from pgvault.operations.drill import DrillResult
     from pgvault.operations.prune import PruneResult
+    from pgvault.operations.restore.database import RestoreResult
     from pgvault.pipeline_config import PipelineConfig
     from pgvault.vault.manifest import Manifest
 
@@ -62,6 +63,9 @@ EventName = Literal[
     "check_failed",
     "drill_succeeded",
     "drill_failed",
+    "restore_started",
+    "restore_succeeded",
+    "restore_failed",
 ]
 EVENTS: tuple[EventName, ...] = typing.get_args(EventName)
 """Every event a notifier can ask for in its ``events`` option."""
@@ -409,6 +413,60 @@ def drill_failed(config: PipelineConfig, result: DrillResult) -> Event:
     )
 
 
+def restore_started(config: PipelineConfig, backup_id: str, target: str) -> Event:
+    """The event for hook ``pgvault_restore_started``."""
+    return Event(
+        "restore_started",
+        config.name,
+        True,
+        f"pgvault: restore of {config.name} backup {backup_id} into {target} started",
+        run_id=backup_id,
+        fields={"backup_id": backup_id, "target": target},
+    )
+
+
+def restore_succeeded(config: PipelineConfig, result: RestoreResult) -> Event:
+    """The event for hook ``pgvault_restore_succeeded``."""
+    lines = [f"backup: {result.backup_id}", f"target: {result.target}"]
+    if result.safety_backup_id:
+        lines.append(f"safety backup of the replaced database: {result.safety_backup_id}")
+    lines += [f"note: {n}" for n in result.notes]
+    return Event(
+        "restore_succeeded",
+        config.name,
+        True,
+        f"pgvault: restore of {config.name} backup {result.backup_id} succeeded",
+        text="\n".join(lines),
+        run_id=result.backup_id,
+        fields={
+            "backup_id": result.backup_id,
+            "target": result.target,
+            "safety_backup_id": result.safety_backup_id,
+        },
+    )
+
+
+def restore_failed(
+    config: PipelineConfig, backup_id: str, target: str, error: BaseException
+) -> Event:
+    """The event for hook ``pgvault_restore_failed``."""
+    text = _error_text(error)
+    return Event(
+        "restore_failed",
+        config.name,
+        False,
+        f"pgvault: restore of {config.name} backup {backup_id} into {target} FAILED: {text}",
+        text=f"backup: {backup_id}\ntarget: {target}\nerror: {text}",
+        run_id=backup_id,
+        fields={
+            "backup_id": backup_id,
+            "target": target,
+            "error": text,
+            "error_type": type(error).__name__,
+        },
+    )
+
+
 # The plugin
 
 
@@ -476,6 +534,23 @@ class NotifierPlugin:
     def pgvault_drill_failed(self, config: PipelineConfig, result: DrillResult) -> None:
         """Send ``drill_failed``."""
         self.dispatch(config, drill_failed(config, result))
+
+    @hookimpl
+    def pgvault_restore_started(self, config: PipelineConfig, backup_id: str, target: str) -> None:
+        """Send ``restore_started``."""
+        self.dispatch(config, restore_started(config, backup_id, target))
+
+    @hookimpl
+    def pgvault_restore_succeeded(self, config: PipelineConfig, result: RestoreResult) -> None:
+        """Send ``restore_succeeded``."""
+        self.dispatch(config, restore_succeeded(config, result))
+
+    @hookimpl
+    def pgvault_restore_failed(
+        self, config: PipelineConfig, backup_id: str, target: str, error: BaseException
+    ) -> None:
+        """Send ``restore_failed``."""
+        self.dispatch(config, restore_failed(config, backup_id, target, error))
 
 
 def notifier_types(pm: pluggy.PluginManager | None = None) -> dict[str, type[Notifier]]:

@@ -4,7 +4,7 @@
 backup job that died is found the day it died, not the day the backup is needed. Thresholds come
 from the ``[check]`` table; each failed threshold is one :class:`Problem` with the figure and the
 threshold in its message, and the worst decides the Nagios-style status (0 OK, 1 WARNING,
-2 CRITICAL).
+2 CRITICAL, 3 UNKNOWN when the vault cannot be reached or read, so nothing could be checked).
 
 The check reads the vault through the sink, like ``list``: it needs no memory of past runs. It is
 the Python API of ``pgvault check`` (module named ``health`` so that ``pgvault.check`` stays the
@@ -23,6 +23,7 @@ import pluggy
 from pgvault.engine.progress import human_bytes
 from pgvault.exceptions import PgVaultError
 from pgvault.observability import after_check
+from pgvault.perfdata import perfdata
 from pgvault.plugin.manager import call_hook
 from pgvault.settings import CheckThresholds
 from pgvault.units import Duration, human_duration
@@ -39,6 +40,8 @@ class Status(enum.IntEnum):
     OK = 0
     WARNING = 1
     CRITICAL = 2
+    UNKNOWN = 3
+    """Nothing could be checked: the sink or the vault cannot be reached or read."""
 
 
 @runtime_checkable
@@ -88,6 +91,8 @@ class CheckResult:
     storage: dict[str, Any] = attrs.field(factory=dict)
     """Per destination: location, backups held, bytes per storage class, lagging backup ids
     (see :mod:`pgvault.operations.destinations`)."""
+    thresholds: CheckThresholds | None = attrs.field(default=None, eq=False, repr=False)
+    """The thresholds judged against (for the Nagios performance data)."""
 
     @property
     def status(self) -> Status:
@@ -131,6 +136,14 @@ class CheckResult:
             return [f"OK: {self.summary()}"]
         return [str(p) for p in self.problems]
 
+    def nagios_lines(self) -> list[str]:
+        """:meth:`lines` with Nagios performance data after ``|`` on the status line."""
+        lines = self.lines()
+        data = perfdata(self)
+        if data:
+            lines[0] += f" | {data}"
+        return lines
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``pgvault check --json``)."""
         return {
@@ -172,6 +185,7 @@ class CheckResult:
             ],
             "destinations": self.storage,
             "summary": self.summary(),
+            "perfdata": perfdata(self),
         }
 
 
@@ -184,9 +198,11 @@ def check(
 ) -> CheckResult:
     """Check the vault of ``config`` against its ``[check]`` thresholds (or ``thresholds``).
 
-    Never raises for the vault's state: an unreachable sink or unreadable manifest is a CRITICAL
-    problem in the result. When the status is not OK, the ``pgvault_check_failed`` hook fires;
-    with ``metrics_file`` set, the outcome is recorded there either way.
+    Never raises for the vault's state: an unreachable sink or unlistable vault is an UNKNOWN
+    problem in the result (nothing could be checked), an unreadable manifest a WARNING. When the
+    status is not OK, the
+    ``pgvault_check_failed`` hook fires; with ``metrics_file`` set, the outcome is recorded there
+    either way.
     """
     now = now or datetime.now(UTC)
     limits = thresholds or config.check
@@ -217,17 +233,18 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
             **found,
             **wal,
             storage=storage.get("storage", {}),
+            thresholds=limits,
         )
 
     try:
         sink.check()
     except PgVaultError as exc:
-        return done([Problem(Status.CRITICAL, "sink", f"sink unreachable: {exc}")])
+        return done([Problem(Status.UNKNOWN, "sink", f"sink unreachable: {exc}")])
     wal_problems += _wal_problems(config, limits, now, wal)
     try:
         contents = Vault(sink, config.name).contents(now)
     except PgVaultError as exc:
-        return done([Problem(Status.CRITICAL, "vault", f"cannot read the vault: {exc}")])
+        return done([Problem(Status.UNKNOWN, "vault", f"cannot read the vault: {exc}")])
 
     problems: list[Problem] = _leftover_problems(config, Vault(sink, config.name), now)
     # A damaged manifest or a future-dated backup leaves the others usable (a WARNING, named),

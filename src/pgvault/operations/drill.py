@@ -24,8 +24,10 @@ import pluggy
 import psycopg
 
 from pgvault.exceptions import PgVaultError, RestoreError
+from pgvault.observability import REPORTED
 from pgvault.operations.restore.database import ValidationReport, restore_database
 from pgvault.operations.restore.target import DatabaseTarget, drop_database_quietly
+from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
 from pgvault.postgres.client import connect, describe_dsn
 from pgvault.postgres.globals import GLOBALS_ROLE
@@ -139,6 +141,17 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+def _drill_fields(result: DrillResult) -> dict[str, str | None]:
+    """What the ``after_drill`` exec hooks are told."""
+    return {
+        "outcome": "succeeded" if result.ok else "failed",
+        "backup_id": result.backup_id,
+        "drill_id": result.drill_id,
+        "error": result.error,
+    }
+
+
+@with_hooks("drill", _drill_fields)  # [[hook]] before_drill / after_drill commands (issue 16)
 def drill(
     config: PipelineConfig,
     ref: str = "latest",
@@ -215,6 +228,14 @@ def drill(
         f"{drills_prefix(vault)}{drill_id}.json",
         (json.dumps(outcome.to_dict(), indent=2) + "\n").encode(),
     )
+    if not ok:  # at ERROR, for an embedding application's own log handlers
+        log.error(
+            "drill %s of backup %s failed: %s",
+            drill_id,
+            manifest.backup_id,
+            error,
+            extra={REPORTED: True},  # the CLI prints its own error line for it
+        )
     hook = "pgvault_drill_succeeded" if ok else "pgvault_drill_failed"
     call_hook(hook, pm=plugin_manager, config=config, result=outcome)
     return outcome

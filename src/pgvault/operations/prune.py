@@ -22,6 +22,7 @@ import pluggy
 from pgvault.engine.runlock import Lease, live_leases
 from pgvault.exceptions import ConfigError, PgVaultError
 from pgvault.operations.tiers import Move, apply_moves, plan_moves
+from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
 from pgvault.settings import RetentionPolicy
 from pgvault.vault.contents import Vault
@@ -124,6 +125,8 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# [[hook]] before_prune / after_prune commands (issue 16).
+@with_hooks("prune", lambda r: {"outcome": "succeeded" if r.ok else "failed"})
 def prune(
     config: PipelineConfig,
     *,

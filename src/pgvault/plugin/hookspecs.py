@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pgvault.operations.check import CheckResult
     from pgvault.operations.drill import DrillResult
     from pgvault.operations.prune import PruneResult
+    from pgvault.operations.restore.database import RestoreResult
     from pgvault.pipeline_config import PipelineConfig
     from pgvault.vault.manifest import Manifest
 
@@ -72,6 +73,38 @@ def pgvault_drill_failed(config: PipelineConfig, result: DrillResult) -> None:
 
     Fires once per failed drill, after the result is recorded and the temporary database removed.
     ``result.error`` says what failed, in one line.
+    """
+
+
+@hookspec
+def pgvault_restore_started(config: PipelineConfig, backup_id: str, target: str) -> None:
+    """A restore (``pgvault restore``, :func:`pgvault.restore`) is starting.
+
+    Fires once, after the backup was found in the vault and before anything is changed.
+    ``backup_id`` is the backup being restored (``latest`` and prefixes resolved); ``target`` is
+    the database name or folder asked for. A restore that cannot start (no such backup, neither
+    target given) raises without firing any restore hook. Drills restore through their own
+    hooks, not these.
+    """
+
+
+@hookspec
+def pgvault_restore_succeeded(config: PipelineConfig, result: RestoreResult) -> None:
+    """A restore completed and was validated.
+
+    Fires once per successful restore; ``result`` has the backup id, the target, the safety
+    backup's id when a database was replaced, the validation report and the notes.
+    """
+
+
+@hookspec
+def pgvault_restore_failed(
+    config: PipelineConfig, backup_id: str, target: str, error: BaseException
+) -> None:
+    """A restore that had started failed (or was interrupted).
+
+    Fires once, after the restore's own cleanup (a new database dropped; a replaced one's safety
+    backup named in ``str(error)``). ``error`` is the exception the caller gets.
     """
 
 

@@ -4,8 +4,9 @@ This module owns everything that touches a secret before the cipher does: genera
 loading symmetric key files (``pgvault keygen``), stretching passphrases with scrypt, X25519 key
 pairs (``pgvault keygen --x25519``) and the wrapping of a per-artifact key for each recipient,
 and the *key ids* that let a backup say which key it needs without revealing anything about it.
-The byte format that uses them is :mod:`pgvault.transforms.encrypt`; both are specified in
-``docs/encryption-format.md``.
+The byte format that uses them is :mod:`pgvault.transforms.encryption_format`, and
+:mod:`pgvault.transforms.keyring` picks among them the key an artifact asks for; all are
+specified in ``docs/encryption-format.md``.
 
 Secrets never leave this module in a message: errors name the file or the variable, never its
 content, and nothing here logs key material.
@@ -148,6 +149,18 @@ def normalize_passphrase(passphrase: str) -> bytes:
     """The bytes a passphrase stands for: UTF-8 of its NFC form, so the same typed text always
     gives the same key whatever the keyboard or terminal composed."""
     return unicodedata.normalize("NFC", passphrase).encode("utf-8")
+
+
+def passphrase_from_env(name: str, option: str) -> bytes:
+    """The passphrase in environment variable ``name`` (set by config option ``option``), as
+    :func:`normalize_passphrase` bytes; a missing or empty variable is a :class:`KeyFileError`
+    naming the variable, never its value."""
+    value = os.environ.get(name)
+    if value is None:
+        raise KeyFileError(f"environment variable {name} ({option}) is not set")
+    if not value:
+        raise KeyFileError(f"environment variable {name} ({option}) is empty")
+    return normalize_passphrase(value)
 
 
 @functools.lru_cache(maxsize=32)

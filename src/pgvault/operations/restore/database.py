@@ -46,6 +46,7 @@ from pgvault.operations.restore.target import (
 from pgvault.operations.restore.untar import TarExtractor
 from pgvault.operations.thaw import ThawOptions, restore_source
 from pgvault.plugin.manager import call_hook
+from pgvault.plugin.restore_hooks import restore_events
 from pgvault.postgres.archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
 from pgvault.postgres.client import (
     _first_line,
@@ -1090,6 +1091,7 @@ def _extract_artifact(
         raise RestoreError(f"backup {manifest.backup_id}: {refused}") from refused
 
 
+@restore_events  # the restore hooks and [[hook]] commands around the entry point (issue 16)
 def restore(
     config: PipelineConfig,
     ref: str = "latest",

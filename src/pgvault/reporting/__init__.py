@@ -1,0 +1,1 @@
+"""Reports over a vault's history: failures recorded as objects, statistics, cost, a chart."""
