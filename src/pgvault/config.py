@@ -38,6 +38,7 @@ from pgvault.settings import (
     RetentionPolicy,
 )
 from pgvault.sinks.api import Sink
+from pgvault.sinks.destinations import check_tier_policies, parse_destinations
 from pgvault.sources.api import Source
 from pgvault.transforms.api import Transform
 from pgvault.transforms.digest import SUPPORTED as SUPPORTED_CHECKSUMS
@@ -116,8 +117,12 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
 
     source_table = _table(data, "source", where, required=True)
     source = _build("source", source_table, where, "source", base)
-    sink_table = _table(data, "sink", where, required=True)
-    sink = _build("sink", sink_table, where, "sink", base)
+    destinations = parse_destinations(
+        data.get("sink"),
+        where,
+        lambda table, key: typing.cast(Sink, _build("sink", table, where, key, base)),
+        lambda cls, table, key: structure(cls, table, where=where, key=key, base=base),
+    )
 
     raw_transforms = data.get("transform", [])
     if isinstance(raw_transforms, dict):
@@ -159,6 +164,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
     log_settings = section(LogSettings, "logging")
     wal = section(WalSettings, "wal")
     metrics_file = _coerce(data.get("metrics_file"), Path | None, where, "metrics_file", base)
+    check_tier_policies(destinations, retention, where)
     raw_hooks = data.get("hook", [])
     hooks = _coerce(
         [raw_hooks] if isinstance(raw_hooks, dict) else raw_hooks,
@@ -171,7 +177,8 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
     return PipelineConfig(
         name=name,
         source=typing.cast(Source, source),
-        sink=typing.cast(Sink, sink),
+        sink=destinations[0].sink,
+        destinations=destinations,
         transforms=tuple(typing.cast(Transform, t) for t in transforms),
         checksums=checksums,
         path=path,

@@ -186,6 +186,15 @@ class ObjectExistsError(SinkError):
         self.key = key
 
 
+class DestinationError(SinkError):
+    """One destination of a pipeline with several (``[[sink]]``) failed. ``destination`` is its
+    ``name``; the message says what failed and whether the backup still counts."""
+
+    def __init__(self, message: str, *, destination: str) -> None:
+        super().__init__(message)
+        self.destination = destination
+
+
 class VaultError(PgVaultError):
     """The vault's content is not what an operation needs (no such backup, bad manifest …)."""
 

@@ -24,6 +24,7 @@ from pgvault.settings import (
     RestoreSettings,
     RetentionPolicy,
 )
+from pgvault.sinks.destinations import Destination
 from pgvault.wal.settings import WalSettings
 
 if TYPE_CHECKING:
@@ -66,6 +67,31 @@ class PipelineConfig:
     """The ``[wal]`` table: continuous WAL archiving (defaults when absent)."""
     hooks: tuple[ExecHook, ...] = ()
     """The ``[[hook]]`` tables: commands run before and after operations (exec hooks)."""
+    # --- several destinations (issue 15): ``sink`` is the first (primary) one's sink.
+    destinations: tuple[Destination, ...] = attrs.field(
+        default=attrs.Factory(
+            lambda self: (Destination(self.sink.type_name, self.sink),), takes_self=True
+        )
+    )
+    """Every ``[[sink]]`` (or the one ``[sink]``), primary first; see
+    :mod:`pgvault.sinks.destinations`."""
+
+    def destination(self, name: str) -> Destination:
+        """The destination called ``name``; ConfigError naming the known ones otherwise."""
+        for dest in self.destinations:
+            if dest.name == name:
+                return dest
+        known = ", ".join(d.name for d in self.destinations)
+        raise ConfigError(f"no destination called {name!r}; this pipeline has: {known}")
+
+    def for_destination(self, dest: Destination) -> PipelineConfig:
+        """This config with ``dest`` as its only sink and its retention as the policy: what a
+        command that works on one place (prune, check, restore) runs on."""
+        return attrs.evolve(
+            self, sink=dest.sink, retention=dest.retention or self.retention, destinations=(dest,)
+        )
+
+    # --- end of several destinations
 
     def where(self) -> str:
         """The config file's name for messages, or ``<config>`` when built in code."""

@@ -31,6 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
+
+from pgvault.cli import storage as cli_storage
 from pgvault.config import PipelineConfig, load_config
 from pgvault.engine.pipeline import pgvault_version
 from pgvault.engine.pipeline import run as run_backup
@@ -38,11 +41,13 @@ from pgvault.engine.progress import TerminalProgress, human_bytes
 from pgvault.exceptions import Aborted, ConfigError, PgVaultError
 from pgvault.observability import journal_prefix, setup_logging, stderr_handler
 from pgvault.operations.check import check as check_vault
+from pgvault.operations.destinations import overview
 from pgvault.operations.drill import drill as run_drill
 from pgvault.operations.prune import PruneResult
 from pgvault.operations.prune import prune as prune_vault
 from pgvault.operations.restore.database import list_archive
 from pgvault.operations.restore.database import restore as restore_backup
+from pgvault.operations.thaw import ThawOptions
 from pgvault.transforms.api import DecodeContext
 from pgvault.transforms.digest import MD5_SIDECAR
 from pgvault.vault.contents import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
@@ -155,6 +160,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
     p.add_argument("--all", action="store_true", help="verify every complete backup")
     p.add_argument("--deep", action="store_true", help="also decode and check the dump format")
+    p.add_argument(
+        "--archived",
+        choices=("fail", "skip", "thaw"),
+        default="fail",
+        help="with --deep, a backup in an archive class: fail (default), skip the deep check "
+        "(sizes only), or thaw it and check it deep once readable",
+    )
+    cli_storage.add_thaw_options(p)
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
     p.add_argument("--json", action="store_true", help="print JSON reports")
 
@@ -228,6 +241,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="files backups: also restore symlinks that lead outside --target-dir (e.g. of /etc)",
     )
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    # Several destinations and archive classes (issue 15): see pgvault.cli.storage.
+    p.add_argument("--from", dest="source", metavar="SINK", help="read from this destination")
+    p.add_argument(
+        "--thaw", action="store_true", help="request the retrieval of an archived backup first"
+    )
+    p.add_argument("--wait", action="store_true", help="with --thaw: wait until it is readable")
+    cli_storage.add_thaw_options(p)
 
     p = command("prune", "remove the backups the [retention] policy does not keep")
     p.add_argument(
@@ -244,8 +264,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = command("drill", "restore a backup somewhere harmless and prove it works")
     p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
+    p.add_argument(
+        "--archived",
+        choices=("fail", "skip", "thaw"),
+        default="fail",
+        help="a backup in an archive class: fail (default), skip the drill (exit 0), or thaw "
+        "it and drill once readable",
+    )
+    cli_storage.add_thaw_options(p)
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
     p.add_argument("--json", action="store_true", help="print the drill result as JSON")
+
+    cli_storage.add_parsers(command)
 
     p = command("wal-push", "archive one WAL file, synchronously (the plain archive_command)")
     p.add_argument("path", type=Path, help="the file PostgreSQL archives (%%p)")
@@ -352,7 +382,13 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pgvault`` command; returns the exit code."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse binds `copy CONFIG`'s trailing ids at CONFIG, before --from/--to: take the ids
+    # that follow the options here (anything else stays the usual usage error).
+    if extra and args.command == "copy" and not any(e.startswith("-") for e in extra):
+        args.backups = [*args.backups, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     # By default SIGTERM kills Python on the spot: no cleanup, pg_dump left running. (Only the
@@ -475,6 +511,8 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     config = _config(args)
+    if len(config.destinations) > 1:
+        return cli_storage.prune_each(config, args, _print_prune)
     result = prune_vault(config, dry_run=args.dry_run)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -512,6 +550,9 @@ def _print_prune(result: PruneResult) -> None:
     if cleaned:
         done = "would clean" if result.dry_run else "cleaned"
         print(f"{done} {len(cleaned)} unfinished backup folder(s): {', '.join(cleaned)}")
+    for move in result.moves:
+        done = "would move" if result.dry_run else "FAILED to move" if move.error else "moved"
+        print(f"{done} {move.key} from {move.from_class} to {move.to_class}")
     wal = result.wal
     if wal is not None:
         below = f"stored before {wal.horizon:%Y-%m-%d %H:%M} UTC" if wal.horizon else "(no horizon)"
@@ -743,11 +784,14 @@ def _print_wal_ranges(config: PipelineConfig) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
-    vault = Vault.from_config(config)
-    contents = vault.contents()
-    pins = read_pins(vault)
-    backups = contents.backups
-    future = {m.backup_id for m in contents.future}
+    # Every destination's backups, each with where it is stored (and in which class).
+    view = overview(config)
+    contents = next(s.contents for s in view.states if s.contents is not None)
+    backups = view.backups
+    pins = read_pins(Vault.from_config(config))
+    future = {m.backup_id for m in backups if contents.is_future(m)}
+    stored = cli_storage.wants_stored_column(config, view)
+    cli_storage.warn_destinations(view, config)
     if args.json:
         rows_json = [
             {
@@ -758,6 +802,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                     if m.backup_id in pins.damaged
                     else {}
                 ),
+                "stored": cli_storage.stored_json(view, m.backup_id),
             }
             for m in backups
         ]
@@ -773,7 +818,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         _warn_about(contents)
         _print_wal_ranges(config)
         return EXIT_OK
-    rows = [("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE", "NOTE")]
+    rows: list[tuple[str, ...]] = [
+        ("ID", "STARTED (UTC)", "KIND", "SIZE", "RAW", "TIME", "SOURCE", "NOTE")
+    ]
+    rows[0] += ("STORED",) if stored else ()
     for m in backups:
         rows.append(
             (
@@ -786,6 +834,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 _source_text(m),
                 _keep_text(m, pins),
             )
+            + ((cli_storage.stored_column(view, m.backup_id),) if stored else ())
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -814,14 +863,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
     reports: list[VerifyReport] = []
     for m in manifests:
-        if args.deep and m.source_type == "basebackup":
+        deep, note, pending = args.deep, None, False
+        if args.deep and args.archived != "fail":
+            deep, note, pending = cli_storage.deep_or_shallow(config, m, args)
+        if deep and m.source_type == "basebackup":
             # -- A base backup is checked as a whole: restored to scratch with its WAL range,
             # then pg_verifybackup (issue 14).
             from pgvault.operations.basebackup_restore import verify_base_backup
 
             report = verify_base_backup(vault, m, context)
         else:
-            report = vault.verify(m, deep=args.deep, context=context)
+            report = vault.verify(m, deep=deep, context=context)
+        if pending:  # a retrieval under way: not verified yet
+            report = attrs.evolve(report, problems=(VerifyProblem("(archived)", note or ""),))
+        elif note and not args.json:
+            print(note)
         reports.append(report)
         if args.json:
             continue
@@ -909,6 +965,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             identities=tuple(args.identity),
             allow_outside_symlinks=args.allow_outside_symlinks,
             progress=progress,
+            source=args.source,
+            thaw=ThawOptions(args.thaw_days, args.thaw_speed, wait=args.wait)
+            if args.thaw
+            else None,
         )
     finally:
         if progress:
@@ -929,6 +989,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 def _cmd_drill(args: argparse.Namespace) -> int:
     config = _config(args)
+    cold = cli_storage.cold_drill(config, args)  # archived backups (issue 15)
+    if cold is not None:
+        return cold
     result = run_drill(config, args.backup, identities=tuple(args.identity))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -1162,6 +1225,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "completion": _cmd_completion,
     "report": _cmd_report,
     "run": _cmd_run,
+    "copy": lambda args: cli_storage.cmd_copy(args, _config(args)),
+    "thaw": lambda args: cli_storage.cmd_thaw(args, _config(args)),
     "list": _cmd_list,
     "show": _cmd_show,
     "verify": _cmd_verify,

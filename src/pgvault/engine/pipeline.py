@@ -22,18 +22,25 @@ import pluggy
 
 from pgvault.engine.flow import Channel, Flow, feed, through
 from pgvault.engine.runlock import run_lock
-from pgvault.exceptions import PgVaultError
 from pgvault.observability import after_run
 from pgvault.pipeline_config import PipelineConfig
 from pgvault.plugin.exec_hooks import around as exec_hooks
 from pgvault.plugin.manager import call_hook
 from pgvault.sinks.api import ObjectWriter
+from pgvault.sinks.fanout import Fanout, remove_stored
 from pgvault.sources.api import SourceStream
 from pgvault.transforms.api import ArtifactBinding
 from pgvault.transforms.digest import MD5_SIDECAR, Digests, md5sums_text
 from pgvault.vault.contents import Vault
 from pgvault.vault.failures import record_failure
-from pgvault.vault.manifest import ArtifactRecord, Manifest, TransformRecord, new_backup_id, utc_now
+from pgvault.vault.manifest import (
+    MANIFEST_NAME,
+    ArtifactRecord,
+    Manifest,
+    TransformRecord,
+    new_backup_id,
+    utc_now,
+)
 
 log = logging.getLogger("pgvault.pipeline")
 
@@ -85,6 +92,8 @@ def run(
     started = utc_now()
     backup_id = new_backup_id(started)
     vault = Vault(config.sink, config.name)
+    # Several destinations (issue 15): the stored bytes fan out to each; see pgvault.sinks.fanout.
+    targets = Fanout(config.destinations, backup_id)
     hooks: dict[str, Any] = {"pm": plugin_manager}
     call_hook("pgvault_backup_started", config=config, backup_id=backup_id, kind=kind, **hooks)
     log.info("backup %s of %s started: %s", backup_id, config.name, config.source.describe())
@@ -98,9 +107,11 @@ def run(
             else contextlib.nullcontext()
         )
         with run_lock(config, backup_id=backup_id, kind=kind, started=started), commands:
-            manifest = _run(config, vault, backup_id, started, kind, labels or {}, progress)
+            manifest = _run(
+                config, vault, targets, backup_id, started, kind, labels or {}, progress
+            )
     except BaseException as exc:
-        _remove_partial_backup(vault, backup_id)
+        remove_stored(targets, vault.backup_prefix(backup_id))
         if kind == "scheduled":  # failures are in the vault too, for reports (issue 16)
             record_failure(vault, backup_id, kind, started, exc)
         after_run(
@@ -120,6 +131,8 @@ def run(
             **hooks,
         )
         raise
+    # A destination that left the run holds part of the backup at most: clean it (it lags).
+    remove_stored([f.destination for f in targets.failed], vault.backup_prefix(backup_id))
     # One structured record (and the metrics file) per run; see pgvault.observability for why
     # this is a direct call rather than a hook.
     after_run(
@@ -137,6 +150,7 @@ def run(
 def _run(
     config: PipelineConfig,
     vault: Vault,
+    targets: Fanout,
     backup_id: str,
     started: datetime,
     kind: str,
@@ -150,7 +164,7 @@ def _run(
         try:
             for stream in source_run.streams:
                 art = _Artifact(stream, stream.name + suffix, Digests(config.checksums))
-                art.writer = config.sink.open_writer(vault.artifact_key(backup_id, art.path))
+                art.writer = targets.open_writer(vault.artifact_key(backup_id, art.path))
                 artifacts.append(art)
                 _start_chain(flow, config, backup_id, art, progress)
             # Stopping the source kills its processes, which unblocks a stage that waits on
@@ -171,7 +185,7 @@ def _run(
     checksums = config.checksums
     if "md5" in checksums:
         sidecar = md5sums_text((a.digests.hexdigests()["md5"], a.path) for a in artifacts)
-        vault.sink.write_bytes(vault.artifact_key(backup_id, MD5_SIDECAR), sidecar.encode())
+        targets.write_index(vault.artifact_key(backup_id, MD5_SIDECAR), sidecar.encode())
 
     manifest = Manifest(
         backup_id=backup_id,
@@ -199,7 +213,8 @@ def _run(
         kind=kind,
         labels=labels,
     )
-    vault.write_manifest(manifest)
+    # Last, on every destination, once every artifact is committed on each: the backup exists.
+    targets.write_index(vault.artifact_key(backup_id, MANIFEST_NAME), manifest.to_json().encode())
     return manifest
 
 
@@ -254,15 +269,3 @@ def _artifact_params(art: _Artifact) -> tuple[dict[str, Any], ...]:
         dict(c.artifact_params()) if hasattr(c, "artifact_params") else {} for c in art.codecs
     )
     return params if any(params) else ()
-
-
-def _remove_partial_backup(vault: Vault, backup_id: str) -> None:
-    """Remove what a failed run stored; what cannot be removed is left for prune, and said so."""
-    try:
-        vault.delete_backup_objects(backup_id)
-        # A writer the interruption caught before it could be aborted (Ctrl-C between opening
-        # it and handing it to the flow) leaves its temporary object: it goes too.
-        for name in vault.sink.list_partials(vault.backup_prefix(backup_id)):
-            vault.sink.delete_partial(name)
-    except PgVaultError as exc:
-        log.warning("could not remove leftovers of failed backup %s: %s", backup_id, exc)

@@ -88,6 +88,9 @@ class CheckResult:
     """When the newest archived WAL file was stored (None: no WAL archive, or not read)."""
     wal_lost: int | None = None
     """Segments missing inside the archived WAL ranges."""
+    storage: dict[str, Any] = attrs.field(factory=dict)
+    """Per destination: location, backups held, bytes per storage class, lagging backup ids
+    (see :mod:`pgvault.operations.destinations`)."""
     thresholds: CheckThresholds | None = attrs.field(default=None, eq=False, repr=False)
     """The thresholds judged against (for the Nagios performance data)."""
 
@@ -111,6 +114,17 @@ class CheckResult:
             text += f", {human_bytes(self.free_bytes)} free"
         if self.wal_newest_at is not None:
             text += f", newest WAL {human_duration(self.checked_at - self.wal_newest_at)} old"
+        stored = [
+            f"{name} "
+            + " + ".join(
+                human_bytes(size) + ("" if cls == "-" else f" {cls}")
+                for cls, size in sorted(state.get("size_by_class", {}).items())
+            )
+            for name, state in self.storage.items()
+            if state.get("size_by_class")
+        ]
+        if stored:
+            text += "; stored: " + ", ".join(stored)
         return text
 
     def lines(self) -> list[str]:
@@ -169,6 +183,7 @@ class CheckResult:
                 {"status": p.status.name, "check": p.check, "message": p.message}
                 for p in self.problems
             ],
+            "destinations": self.storage,
             "summary": self.summary(),
             "perfdata": perfdata(self),
         }
@@ -206,10 +221,19 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
     wal_problems: list[Problem] = []
 
     def done(problems: list[Problem], **found: Any) -> CheckResult:
-        problems = problems + wal_problems
+        # Several destinations (issue 15): the others' reachability and lag, sizes per class.
+        storage: dict[str, Any] = {}
+        problems = problems + wal_problems + destination_problems(config, now, storage)
         problems.sort(key=lambda p: -p.status)
         return CheckResult(
-            config.name, location, now, tuple(problems), **found, **wal, thresholds=limits
+            config.name,
+            location,
+            now,
+            tuple(problems),
+            **found,
+            **wal,
+            storage=storage.get("storage", {}),
+            thresholds=limits,
         )
 
     try:
@@ -476,4 +500,79 @@ def _wal_problems(
                     "(take a new base backup)",
                 )
             )
+    return problems
+
+
+# --- several destinations (issue 15): the others' reachability and lag, sizes per class
+
+
+def destination_problems(
+    config: PipelineConfig, now: datetime, found: dict[str, Any]
+) -> list[Problem]:
+    """``check``'s view of the destinations: unreachable ones, lagging ones, and (in ``found``)
+    the bytes per storage class of each."""
+    from pgvault.operations.destinations import overview
+    from pgvault.operations.tiers import sizes_by_class
+    from pgvault.vault.manifest import MANIFEST_NAME
+
+    if len(config.destinations) == 1:
+        # One destination: its sizes per class from one listing (the manifests were read).
+        dest = config.destinations[0]
+        prefix = f"{config.name}/backups/"
+        try:
+            listing = dest.sink.list(prefix)
+        except PgVaultError:
+            return []  # the primary's own checks report it
+        per_backup = sizes_by_class(listing, prefix)
+        complete = sum(1 for i in listing if i.key.endswith("/" + MANIFEST_NAME))
+        sizes: dict[str, int] = {}
+        for per in per_backup.values():
+            for name, size in per.items():
+                sizes[name] = sizes.get(name, 0) + size
+        found["storage"] = {
+            dest.name: {
+                "location": dest.sink.describe(),
+                "required": dest.required,
+                "error": None,
+                "backups": complete,
+                "size_by_class": sizes,
+                "lagging": [],
+            }
+        }
+        return []
+    try:
+        view = overview(config, now)
+    except PgVaultError:
+        return []  # the primary's own checks report it
+    found["storage"] = view.to_dict()
+    max_age = config.check.max_age
+    problems: list[Problem] = []
+    ahead = next((s for s in view.states if s.contents is not None and not s.lag), None)
+    for i, state in enumerate(view.states):
+        dest = state.destination
+        # The primary's reachability and age are the main check's; the others' are judged
+        # here: CRITICAL for a required destination, WARNING for one that is not.
+        bad = Status.CRITICAL if dest.required else Status.WARNING
+        if state.contents is None:
+            if i:
+                text = f"destination {dest.describe()} unreachable: {state.error}"
+                problems.append(Problem(bad, "destination", text))
+            continue
+        newest = state.contents.latest
+        stale = i > 0 and (newest is None or now - newest.started_at > max_age.delta)
+        if state.lag:
+            source = ahead.destination.name if ahead else "<another>"
+            problems.append(
+                Problem(
+                    bad if stale else Status.WARNING,
+                    "lagging",
+                    f"destination {dest.name!r} lags: {len(state.lag)} backup(s) newer than its "
+                    f"newest, such as {state.lag[0]}: run pgvault copy CONFIG --from {source} "
+                    f"--to {dest.name}",
+                )
+            )
+        elif stale:
+            what = "no backup" if newest is None else f"newest backup {newest.backup_id} too old"
+            text = f"destination {dest.describe()} has {what} (max_age {max_age})"
+            problems.append(Problem(bad, "destination", text))
     return problems

@@ -21,6 +21,7 @@ import pluggy
 
 from pgvault.engine.runlock import Lease, live_leases
 from pgvault.exceptions import ConfigError, PgVaultError
+from pgvault.operations.tiers import Move, apply_moves, plan_moves
 from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
 from pgvault.settings import RetentionPolicy
@@ -80,6 +81,9 @@ class PruneResult:
     """Leftovers of interrupted writes (temporary files, multipart uploads) removed too."""
     wal: WalPrune | None = None
     """What happened to the WAL archive (None: the vault has none)."""
+    moves: tuple[Move, ...] = ()
+    """Artifacts moved to a colder storage class by the destination's ``tiers`` (planned
+    only, on a dry run); a failed one has its ``error`` set."""
 
     @property
     def leftovers(self) -> tuple[str, ...]:
@@ -88,8 +92,8 @@ class PruneResult:
 
     @property
     def ok(self) -> bool:
-        """Whether every removal the plan asked for happened (always true on a dry run)."""
-        return not self.failures
+        """Whether every removal and tier move the plan asked for happened."""
+        return not self.failures and not any(m.error for m in self.moves)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``pgvault prune --json``)."""
@@ -114,6 +118,7 @@ class PruneResult:
             "partials_removed": self.partials_removed,
             "leftovers": list(self.leftovers),
             "wal": None if self.wal is None else self.wal.to_dict(),
+            "moves": [m.to_dict() for m in self.moves],
         }
 
 
@@ -137,7 +142,10 @@ def prune(
     fails to delete is reported in ``failures`` and the others are still removed. After a real
     prune, the ``pgvault_prune_done`` hook fires.
     """
-    policy = policy or config.retention
+    # The destination's own retention table (issue 15) comes before the pipeline's.
+    primary = config.destinations[0]
+    own = primary.retention if primary.sink is config.sink else None
+    policy = policy or own or config.retention
     if policy is None:
         raise ConfigError(
             "prune needs a [retention] table, e.g. keep_daily = 7, keep_weekly = 5, "
@@ -161,9 +169,11 @@ def prune(
         ),
         running,
     )
+    tiers = primary.tiers if primary.sink is config.sink else ()
     if dry_run:
         wal_plan = _wal_plan(vault, retention)
-        return PruneResult(config.name, retention, dry_run=True, wal=wal_plan)
+        moves = plan_moves(vault.sink, vault.name, tiers, contents.backups, now, retention)
+        return PruneResult(config.name, retention, dry_run=True, wal=wal_plan, moves=tuple(moves))
 
     removed: list[str] = []
     failures: list[PruneFailure] = []
@@ -187,10 +197,24 @@ def prune(
     if wal_plan is not None:
         wal_plan, wal_partials = _prune_wal(vault, wal_plan)
         partials += wal_partials
+    # Tiers after removal: nothing is moved (and billed a minimum duration) just to go.
+    gone = set(removed)
+    moves = apply_moves(
+        vault.sink,
+        plan_moves(
+            vault.sink,
+            vault.name,
+            tiers,
+            [m for m in contents.backups if m.backup_id not in gone],
+            now,
+            retention,
+        ),
+    )
     result = PruneResult(
         config.name,
         retention,
         dry_run=False,
+        moves=tuple(moves),
         removed=tuple(removed),
         failures=tuple(failures),
         partials_removed=partials,

@@ -48,12 +48,15 @@ class ObjectInfo:
     """One stored object: its key relative to the sink root, and its size in bytes.
 
     ``modified`` is when it was last written, when the backend's listing says so at no extra cost
-    (None otherwise); it does not take part in comparisons.
+    (None otherwise); neither it nor ``storage_class`` takes part in comparisons.
     """
 
     key: str
     size: int
     modified: datetime | None = attrs.field(default=None, eq=False)
+    storage_class: str | None = attrs.field(default=None, eq=False)
+    """The object's storage class when the backend has them and its listing says it (S3's
+    ``STANDARD``, ``GLACIER`` …; GCS's ``NEARLINE`` …); None otherwise."""
 
 
 class ObjectWriter(abc.ABC):

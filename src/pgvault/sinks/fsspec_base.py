@@ -341,8 +341,14 @@ class FsspecSink(Sink):
                 continue
             if PARTIAL_MARKER in key.rsplit("/", 1)[-1]:
                 continue
+            found_class = info.get("StorageClass") or info.get("storageClass")
             out.append(
-                ObjectInfo(key=key, size=int(info.get("size") or 0), modified=_modified(info))
+                ObjectInfo(
+                    key=key,
+                    size=int(info.get("size") or 0),
+                    modified=_modified(info),
+                    storage_class=str(found_class) if found_class else None,
+                )
             )
         return out
 

@@ -68,6 +68,43 @@ _THAW_TIME = {
     "DEEP_ARCHIVE": "a Standard restore takes up to 12 hours, Bulk up to 48 hours",
 }
 
+_THAW_HOURS = {
+    ("GLACIER", "Expedited"): "1-5 minutes",
+    ("GLACIER", "Standard"): "3-5 hours",
+    ("GLACIER", "Bulk"): "5-12 hours",
+    ("DEEP_ARCHIVE", "Standard"): "up to 12 hours",
+    ("DEEP_ARCHIVE", "Bulk"): "up to 48 hours",
+}
+
+
+@attrs.frozen
+class ThawState:
+    """Where an object stands: ``hot`` (never archived), ``archived``, ``thawing`` (a restore
+    is under way) or ``thawed`` (a readable copy exists until ``expires``)."""
+
+    storage_class: str
+    state: Literal["hot", "archived", "thawing", "thawed"]
+    expires: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        """Whether the object can be read now."""
+        return self.state in ("hot", "thawed")
+
+
+def _thaw_state(head: dict[str, Any]) -> ThawState:
+    storage_class = str(head.get("StorageClass") or "STANDARD")
+    if storage_class not in ARCHIVE_CLASSES:
+        return ThawState(storage_class, "hot")
+    restore = str(head.get("Restore") or "")
+    if 'ongoing-request="true"' in restore:
+        return ThawState(storage_class, "thawing")
+    if 'ongoing-request="false"' in restore:
+        _, _, expiry = restore.partition('expiry-date="')
+        return ThawState(storage_class, "thawed", expiry.rstrip('"') or None)
+    return ThawState(storage_class, "archived")
+
+
 MULTIPART_MARK = "#multipart-upload="
 """Separates a key from an upload id in the names :meth:`S3Sink.list_partials` returns."""
 
@@ -308,6 +345,100 @@ class S3Sink(FsspecSink):
 
         self.call(f"abort unfinished upload of {key}", abort)
 
+    # --- storage classes and thawing (issue 15; used by pgvault.operations.tiers and .thaw)
+
+    tier_classes: ClassVar[tuple[str, ...]] = (
+        "STANDARD",
+        "INTELLIGENT_TIERING",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "GLACIER_IR",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+    )
+    """Classes ``tiers`` may name, warmest first: prune only ever moves an artifact down."""
+    archive_classes: ClassVar[tuple[str, ...]] = ARCHIVE_CLASSES
+    max_copy_bytes: ClassVar[int] = 5 * 2**30
+    """S3's limit of one CopyObject; a larger object is copied in parts (UploadPartCopy)."""
+    copy_part_bytes: ClassVar[int] = 512 * 2**20
+
+    def set_storage_class(self, key: str, storage_class: str, size: int) -> None:
+        """Copy ``key`` onto itself in ``storage_class`` (same bytes, encryption and lock)."""
+        bucket, _, object_key = self._path(key).partition("/")
+        extra = {k: v for k, v in self.put_arguments().items() if k != "StorageClass"}
+        extra["StorageClass"] = storage_class
+        source = {"Bucket": bucket, "Key": object_key}
+
+        def in_one() -> None:
+            self.s3("copy_object", Bucket=bucket, Key=object_key, CopySource=source, **extra)
+
+        def in_parts() -> None:
+            upload = self.s3("create_multipart_upload", Bucket=bucket, Key=object_key, **extra)
+            upload_id = upload["UploadId"]
+            parts = []
+            try:
+                for number, start in enumerate(range(0, size, self.copy_part_bytes), 1):
+                    end = min(start + self.copy_part_bytes, size) - 1
+                    answer = self.s3(
+                        "upload_part_copy",
+                        Bucket=bucket,
+                        Key=object_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource=source,
+                        CopySourceRange=f"bytes={start}-{end}",
+                    )
+                    parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+                self.s3(
+                    "complete_multipart_upload",
+                    Bucket=bucket,
+                    Key=object_key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except BaseException:
+                self.s3("abort_multipart_upload", Bucket=bucket, Key=object_key, UploadId=upload_id)
+                raise
+
+        self.call(
+            f"move {key} to {storage_class}",
+            in_parts if size > self.max_copy_bytes else in_one,
+            key=key,
+        )
+
+    def thaw_state(self, key: str) -> ThawState:
+        """Whether ``key`` is readable now, being restored, or archived."""
+        bucket, _, object_key = self._path(key).partition("/")
+        head = self.call(
+            f"look up {key}", lambda: self.s3("head_object", Bucket=bucket, Key=object_key), key=key
+        )
+        return _thaw_state(head)
+
+    def request_thaw(self, key: str, days: int, speed: str) -> ThawState:
+        """Ask S3 to restore a readable copy of archived ``key`` for ``days`` (``speed``:
+        Standard, Bulk or Expedited); a request already made is not repeated."""
+        state = self.thaw_state(key)
+        if state.state != "archived":
+            return state
+        bucket, _, object_key = self._path(key).partition("/")
+        request = {"Days": days, "GlacierJobParameters": {"Tier": speed}}
+
+        def ask() -> None:
+            try:
+                self.s3("restore_object", Bucket=bucket, Key=object_key, RestoreRequest=request)
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc)[0] != "RestoreAlreadyInProgress":
+                    raise
+
+        self.call(f"request a restore of {key}", ask, key=key)
+        return self.thaw_state(key)
+
+    def thaw_time(self, storage_class: str, speed: str) -> str:
+        """How long a restore of ``speed`` from ``storage_class`` takes, in words."""
+        return _THAW_HOURS.get((storage_class, speed), "hours")
+
+    # --- end of storage classes
+
     # Errors
 
     def _archived_error(self, exc: BaseException, key: str) -> ObjectArchivedError | None:
@@ -322,7 +453,8 @@ class S3Sink(FsspecSink):
                 return ObjectArchivedError(
                     f"{self.describe()}: {key} is in archive storage class "
                     f"{storage_class or '(unknown)'} and cannot be read until it is restored: "
-                    f"request a restore of the backup's objects (aws s3api restore-object "
+                    "run pgvault thaw CONFIG ID (or restore --thaw), or request a restore of "
+                    f"the backup's objects yourself (aws s3api restore-object "
                     f"--bucket {bucket} --key {object_key} --restore-request Days=7; {wait}), "
                     "then run this again",
                     storage_class=storage_class,

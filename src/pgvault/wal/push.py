@@ -143,6 +143,12 @@ class WalPusher:
             segment_size=header.segment_size if header else None,
             pgvault_version=pgvault_version(),
         )
+        # --- several destinations (issue 15): the other ones next; see pgvault.wal.fanout
+        if len(self.config.destinations) > 1:
+            from pgvault.wal.fanout import store_elsewhere
+
+            store_elsewhere(self.config, cluster, record, name, data, header, pgvault_version())
+        # --- end
         if outcome.outcome == "identical":
             log.warning(
                 "%s was already archived with identical content (normal after a crash or a "

@@ -51,6 +51,7 @@ from pgvault.operations.restore.validation import (
     ValidationReport,
     validate_database,
 )
+from pgvault.operations.thaw import ThawOptions, restore_source
 from pgvault.plugin.manager import call_hook
 from pgvault.plugin.restore_hooks import restore_events
 from pgvault.postgres.archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
@@ -956,16 +957,23 @@ def restore(
     allow_outside_symlinks: bool = False,
     progress: Progress | None = None,
     plugin_manager: pluggy.PluginManager | None = None,
+    source: str | None = None,
+    thaw: ThawOptions | None = None,
 ) -> RestoreResult:
     """Restore backup ``ref`` (id, id prefix or ``latest``) of ``config``'s vault.
+
+    With several destinations, ``latest`` is the newest any holds, read from the first with a
+    usable copy (or from destination ``source``); ``thaw`` thaws an archived copy first (see
+    :func:`pgvault.operations.thaw.restore_source`).
 
     ``before`` picks instead the newest complete backup started at or before that time. pg_dump
     backups go into the new database ``target_db`` on the server of ``dsn`` (default: the config
     source's server); files backups go under ``target_dir`` (see :func:`restore_files` for
     ``allow_outside_symlinks``). See :func:`restore_database`.
     """
-    vault = Vault.from_config(config)
-    manifest = vault.manifest_before(before) if before is not None else vault.manifest(ref)
+    # --- several destinations, archive classes (issue 15)
+    config, manifest = restore_source(config, ref, before, source=source, thaw_options=thaw)
+    # --- end
     context = DecodeContext(configured=config.transforms, identities=identities)
     if manifest.source_type == "files":
         if target_dir is None:
