@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pgvault.config import PipelineConfig, load_config
+from pgvault.config_lookup import find_config, with_default_config
 from pgvault.drill import drill as run_drill
 from pgvault.exceptions import Aborted, ConfigError, PgVaultError
 from pgvault.health import check as check_vault
@@ -107,7 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[sub_common])
-        p.add_argument("config", type=Path, help="pipeline config (TOML)")
+        p.add_argument("config", type=Path, help="pipeline config: a TOML file or a name (app)")
         return p
 
     p = command("run", "take one backup; prints its id as the last line")
@@ -227,7 +228,7 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[sub_common],
     )
     sub._parser_class = _Parser
-    p.add_argument("config", type=Path, help="pipeline config (TOML)")
+    p.add_argument("config", type=Path, help="pipeline config: a TOML file or a name (app)")
     p.add_argument("name", help="the file PostgreSQL asks for (%%f)")
     p.add_argument("path", type=Path, help="where to write it (%%p)")
     p.add_argument(
@@ -302,7 +303,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pgvault`` command; returns the exit code."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    # A config found by name or by $PGVAULT_CONFIG (pgvault.config_lookup); keygen takes none.
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(with_default_config(given, set(_COMMANDS) - {"keygen"}))
     _setup_logging(args)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     # By default SIGTERM kills Python on the spot: no cleanup, pg_dump left running. (Only the
@@ -396,7 +399,7 @@ _NOTIFYING = {"run", "prune", "check", "drill"}
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
-    config = load_config(args.config)
+    config = load_config(find_config(args.config))
     if args.command in _NOTIFYING and not getattr(args, "dry_run", False):
         config.require_notify_env()
     # The config's [logging] table sets level, format and file; -v, --debug and -q override the
