@@ -27,6 +27,7 @@ import pytest
 
 import pgvault
 from pgvault import keys
+from pgvault.cluster import runuser
 from pgvault.testing import PostgresCluster
 from tests.conftest import render_config
 
@@ -52,7 +53,7 @@ def postgres_folder(prefix: str) -> Path:
 
 def as_postgres(argv: list[str]) -> list[str]:
     """``argv`` run as postgres when the tests run as root."""
-    return ["runuser", "-u", "postgres", "--", *argv] if AS_ROOT else argv
+    return [runuser(), "-u", "postgres", "--", *argv] if AS_ROOT else argv
 
 
 @pytest.fixture(scope="session")
