@@ -258,6 +258,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("wal-prefetch", "internal: the background prefetcher wal-fetch starts")
     p.add_argument("cluster", help="<major>-<system identifier>")
 
+    # --- issue 16 (operating a fleet): doctor, schedule ---
+    p = command("doctor", "check config, database, tools, sink, keys, space, clocks; no backup")
+    # --- end issue 16 ---
+
     # keygen makes a key, not a backup: the one command without a config.
     p = sub.add_parser(
         "keygen",
@@ -953,6 +957,27 @@ def _cmd_wal_prefetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- issue 16 (operating a fleet): doctor, schedule ---
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from pgvault.operations.doctor import doctor, doctor_config_error
+
+    # Like check: monitors read the first line and the exit code, so a config that cannot be
+    # loaded is a CRITICAL line too.
+    try:
+        config = _config(args)
+    except PgVaultError as exc:
+        result = doctor_config_error(exc)
+    else:
+        result = doctor(config)
+    for line in result.lines():
+        print(line)
+    return int(result.status)
+
+
+# --- end issue 16 ---
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "list": _cmd_list,
@@ -969,4 +994,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "wal-setup": _cmd_wal_setup,
     "wal-check": _cmd_wal_check,
     "wal-prefetch": _cmd_wal_prefetch,
+    "doctor": _cmd_doctor,  # issue 16
 }
