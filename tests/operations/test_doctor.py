@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pgvault.cluster import free_port
 from pgvault.config import load_config
-from pgvault.keys import write_key_file
 from pgvault.operations.doctor import DoctorResult, Status, doctor
+from pgvault.postgres.cluster import free_port
 from pgvault.testing import PostgresCluster
+from pgvault.transforms.keys import write_key_file
 from pgvault.wal.configure import archive_command, pgvault_command
 from tests.conftest import pgvault_cli
 

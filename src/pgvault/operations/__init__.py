@@ -1,1 +1,5 @@
-"""User operations beyond a backup run: each module is one command's logic (doctor, …)."""
+"""What a user does to a vault: :mod:`~pgvault.operations.restore`,
+:mod:`~pgvault.operations.drill`, :mod:`~pgvault.operations.check`,
+:mod:`~pgvault.operations.prune`, :mod:`~pgvault.operations.doctor` (next: report, copy). Each
+takes a :class:`~pgvault.pipeline_config.PipelineConfig` and settings values, never the config
+module."""

@@ -30,7 +30,7 @@ from pgvault.exceptions import PgVaultError
 if TYPE_CHECKING:
     import psycopg
 
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 CLOCK_WARN = timedelta(seconds=60)
 """A skew above this makes ages, retention and PITR targets wrong by as much: WARNING."""
@@ -121,7 +121,7 @@ def _source_checks(config: PipelineConfig, clock: Callable[[], datetime]) -> lis
         if missing:
             return [Finding("source", Status.CRITICAL, f"not folders: {', '.join(missing)}")]
         return [Finding("source", Status.OK, source.describe())]
-    from pgvault.postgres import connect, describe_dsn
+    from pgvault.postgres.client import connect, describe_dsn
 
     where = describe_dsn(source.dsn)
     try:
@@ -189,7 +189,7 @@ def _rights(conn: psycopg.Connection[Any], source: Any, where: str) -> list[Find
 
 
 def _tools(conn: psycopg.Connection[Any], source: Any) -> list[Finding]:
-    from pgvault.postgres import find_binary, tool_version
+    from pgvault.postgres.client import find_binary, tool_version
 
     major = conn.info.server_version // 10000
     out = []
@@ -299,8 +299,8 @@ def _sink_checks(config: PipelineConfig, clock: Callable[[], datetime]) -> list[
 
 
 def _free_space(config: PipelineConfig) -> list[Finding]:
-    from pgvault.health import ReportsDiskUsage
-    from pgvault.progress import human_bytes
+    from pgvault.engine.progress import human_bytes
+    from pgvault.operations.check import ReportsDiskUsage
 
     sink = config.sink
     if not isinstance(sink, ReportsDiskUsage):
@@ -323,7 +323,7 @@ def _free_space(config: PipelineConfig) -> list[Finding]:
 
 
 def _newest_size(config: PipelineConfig) -> int | None:
-    from pgvault.vault import Vault
+    from pgvault.vault.contents import Vault
 
     with contextlib.suppress(PgVaultError):
         scheduled = Vault.from_config(config).contents().scheduled
