@@ -20,6 +20,7 @@ import pytest
 
 import pgvault
 from pgvault.observability import read_metrics, setup_logging
+from pgvault.postgres.cluster import runuser
 from pgvault.settings import LogSettings
 from tests.conftest import pgvault_cli
 
@@ -180,7 +181,7 @@ def shared_folder() -> Iterator[Path]:
 
 def _hold_lock(lock: Path, *user: str) -> subprocess.Popen[str]:
     """``flock -s`` on ``lock`` (as ``user`` through runuser), held until killed."""
-    argv = [*(["runuser", "-u", *user, "--"] if user else []), "flock", "-s", str(lock)]
+    argv = [*([runuser(), "-u", *user, "--"] if user else []), "flock", "-s", str(lock)]
     holder = subprocess.Popen(
         [*argv, "sh", "-c", "echo held; exec sleep 300"],
         stdout=subprocess.PIPE,

@@ -24,9 +24,17 @@ def script(shell: str, tmp_path: Path) -> Path:
 
 def need(shell: str) -> str:
     found = shutil.which(shell)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        # Like the server fixtures: install what the test needs (Debian's own package).
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", shell],
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=False,
+        )
+        found = shutil.which(shell)
     if found is None:
-        # CI installs zsh and fish (.ci/run: apt-get install -y zsh fish) and must fail without
-        # them; a developer's machine may lack them and says so.
+        # CI must fail without the shell; a developer's machine may lack it and says so.
         if os.environ.get("CI"):
             pytest.fail(f"{shell} is not installed (apt-get install -y {shell})")
         pytest.skip(f"{shell} is not installed (apt-get install -y {shell})")

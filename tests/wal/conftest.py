@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import pgvault
+from pgvault.postgres.cluster import runuser
 from pgvault.testing import PostgresCluster
 from pgvault.transforms import keys
 from tests.conftest import render_config
@@ -52,7 +53,7 @@ def postgres_folder(prefix: str) -> Path:
 
 def as_postgres(argv: list[str]) -> list[str]:
     """``argv`` run as postgres when the tests run as root."""
-    return ["runuser", "-u", "postgres", "--", *argv] if AS_ROOT else argv
+    return [runuser(), "-u", "postgres", "--", *argv] if AS_ROOT else argv
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ import attrs
 
 from pgvault.cli import storage as cli_storage
 from pgvault.config import PipelineConfig, load_config
+from pgvault.config_lookup import find_config, with_default_config
 from pgvault.engine.pipeline import pgvault_version
 from pgvault.engine.pipeline import run as run_backup
 from pgvault.engine.progress import TerminalProgress, human_bytes
@@ -117,7 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[sub_common])
-        p.add_argument("config", type=Path, help="pipeline config (TOML)")
+        p.add_argument("config", type=Path, help="pipeline config: a TOML file or a name (app)")
         return p
 
     p = command("run", "take one backup; prints its id as the last line")
@@ -289,7 +290,7 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[sub_common],
     )
     sub._parser_class = _Parser
-    p.add_argument("config", type=Path, help="pipeline config (TOML)")
+    p.add_argument("config", type=Path, help="pipeline config: a TOML file or a name (app)")
     p.add_argument("name", help="the file PostgreSQL asks for (%%f)")
     p.add_argument("path", type=Path, help="where to write it (%%p)")
     p.add_argument(
@@ -318,6 +319,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = command("wal-prefetch", "internal: the background prefetcher wal-fetch starts")
     p.add_argument("cluster", help="<major>-<system identifier>")
+
+    # --- issue 16 (operating a fleet): doctor, schedule ---
+    p = command("doctor", "check config, database, tools, sink, keys, space, clocks; no backup")
+    # --- end issue 16 ---
 
     # keygen makes a key, not a backup: the one command without a config.
     p = sub.add_parser(
@@ -382,7 +387,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pgvault`` command; returns the exit code."""
     parser = _build_parser()
-    args, extra = parser.parse_known_args(argv)
+    # A config found by name or by $PGVAULT_CONFIG (pgvault.config_lookup); keygen takes none.
+    given = sys.argv[1:] if argv is None else argv
+    args, extra = parser.parse_known_args(with_default_config(given, set(_COMMANDS) - {"keygen"}))
     # argparse binds `copy CONFIG`'s trailing ids at CONFIG, before --from/--to: take the ids
     # that follow the options here (anything else stays the usual usage error).
     if extra and args.command == "copy" and not any(e.startswith("-") for e in extra):
@@ -486,7 +493,7 @@ _NOTIFYING = {"run", "prune", "check", "drill"}
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
-    config = load_config(args.config)
+    config = load_config(find_config(args.config))
     if args.command in _NOTIFYING and not getattr(args, "dry_run", False):
         config.require_notify_env()
     # The config's [logging] table sets level, format and file; -v, --debug and -q override the
@@ -1221,6 +1228,27 @@ def _cmd_completion(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- issue 16 (operating a fleet): doctor, schedule ---
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from pgvault.operations.doctor import doctor, doctor_config_error
+
+    # Like check: monitors read the first line and the exit code, so a config that cannot be
+    # loaded is a CRITICAL line too.
+    try:
+        config = _config(args)
+    except PgVaultError as exc:
+        result = doctor_config_error(exc)
+    else:
+        result = doctor(config)
+    for line in result.lines():
+        print(line)
+    return int(result.status)
+
+
+# --- end issue 16 ---
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "completion": _cmd_completion,
     "report": _cmd_report,
@@ -1245,4 +1273,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "unpin": _cmd_unpin,
     "export": _cmd_export,
     "cat": _cmd_cat,
+    "doctor": _cmd_doctor,  # issue 16
 }

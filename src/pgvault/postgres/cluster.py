@@ -64,8 +64,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def runuser() -> str:
+    """The ``runuser`` command. It lives in /usr/sbin, which a minimal PATH (cron's, ``env -i
+    PATH=/usr/bin:/bin``) lacks: fall back to its absolute path there."""
+    found = shutil.which("runuser")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/runuser", "/sbin/runuser"):
+        if Path(candidate).is_file():
+            return candidate
+    return "runuser"
+
+
 def _as_postgres() -> list[str]:
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return [runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
 class PostgresCluster:

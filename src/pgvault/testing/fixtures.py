@@ -1,4 +1,4 @@
-"""pytest fixtures shipped with pgvault (registered through the ``pytest11`` entry point).
+"""pytest fixtures shipped with pgvault (opt in: ``pytest_plugins = ["pgvault.testing"]``).
 
 Plugin packages and applications reuse them to test against real servers:
 
