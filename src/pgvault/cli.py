@@ -35,6 +35,7 @@ from pgvault.exceptions import Aborted, ConfigError, PgVaultError
 from pgvault.health import check as check_vault
 from pgvault.manifest import MANIFEST_NAME, Manifest, id_time
 from pgvault.observability import setup_logging
+from pgvault.operations.pitr import cli as pitr_cli
 from pgvault.pipeline import pgvault_version
 from pgvault.pipeline import run as run_backup
 from pgvault.progress import TerminalProgress, human_bytes
@@ -196,6 +197,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="files backups: also restore symlinks that lead outside --target-dir (e.g. of /etc)",
     )
     p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    # --- point-in-time recovery (issue 14): options and the mark command live in pitr.cli ---
+    pitr_cli.add_restore_arguments(p)
+    pitr_cli.add_mark_command(command("mark", "create a named restore point and record it"))
+    # --- end point-in-time recovery ---
 
     p = command("prune", "remove the backups the [retention] policy does not keep")
     p.add_argument(
@@ -709,6 +714,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     config = _config(args)
+    if pitr_cli.wanted(args, config):  # a base backup: point-in-time recovery (issue 14)
+        return pitr_cli.run_restore(args, config)
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     vault = Vault.from_config(config)
@@ -960,6 +967,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": _cmd_check,
     "drill": _cmd_drill,
     "keygen": _cmd_keygen,
+    "mark": lambda args: pitr_cli.run_mark(args, _config(args)),
     "wal-push": _cmd_wal_push,
     "wal-fetch": _cmd_wal_fetch,
     "wal-daemon": _cmd_wal_daemon,

@@ -1,0 +1,1 @@
+"""User operations over a vault (restore, drill, check, prune …), one package or module each."""
