@@ -36,6 +36,7 @@ from pgvault.health import check as check_vault
 from pgvault.manifest import MANIFEST_NAME, Manifest, id_time
 from pgvault.observability import setup_logging
 from pgvault.operations.pitr import cli as pitr_cli
+from pgvault.operations.pitr.window import window_lines as pitr_window_lines
 from pgvault.pipeline import pgvault_version
 from pgvault.pipeline import run as run_backup
 from pgvault.progress import TerminalProgress, human_bytes
@@ -642,6 +643,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     _warn_about(contents)
     _print_wal_ranges(config)
+    # --- point-in-time recovery window (issue 14) ---
+    for line in pitr_window_lines(config, list(contents.scheduled)):
+        print(line)
     return EXIT_OK
 
 

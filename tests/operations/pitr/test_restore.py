@@ -129,6 +129,23 @@ def test_a_gap_is_refused_naming_the_first_missing_segment(pitr_rig: Rig, tmp_pa
     with pytest.raises(PitrRefused) as err:
         restore_pitr(load_config(config), None, tmp_path / "d", build_target())
     assert f"WAL segment {victim.name} is missing" in str(err.value)
+    from pgvault.health import check
+
+    result = check(load_config(config))
+    broken = [p.message for p in result.problems if p.check == "pitr_window"]
+    assert broken and f"broken at {victim.name}" in broken[0]
+
+
+def test_list_shows_the_pitr_window(pitr_rig: Rig) -> None:
+    """pgvault list names the moments the base backup can reach, from its end on."""
+    rig, story = pitr_rig
+    shown = subprocess.run(
+        [sys.executable, "-m", "pgvault", "list", str(rig.config)], capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("PITR window"))
+    stopped = story.backup_stopped_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert "timeline 1:" in line and stopped in line and "(1 base backup(s))" in line
 
 
 def test_cli_refuses_a_non_empty_target_dir_and_replaces_it_when_told(

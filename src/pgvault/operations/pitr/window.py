@@ -143,3 +143,22 @@ def window_lines(config: PipelineConfig, manifests: Sequence[Manifest]) -> list[
     except PgVaultError as exc:
         return [f"PITR window: cannot be read ({exc})"]
     return [f"PITR window of {w.cluster}, {w.text()}" for w in found]
+
+
+def window_problems(config: PipelineConfig, contents: Any) -> list[str]:
+    """``pgvault check``'s warnings: a window broken by a gap (moments no backup reaches)."""
+    try:
+        found = windows(config, list(contents.scheduled))
+    except PgVaultError as exc:
+        return [f"cannot read the PITR window: {exc}"]
+    out = []
+    for w in found:
+        for i in w.intervals:
+            if i.broken_at:
+                latest = utc_text(i.latest) if i.latest else "?"
+                out.append(
+                    f"PITR window of {w.cluster} on timeline {w.timeline} is broken at "
+                    f"{i.broken_at} (missing): no recovery to a moment after {latest} until the "
+                    "next base backup's end; take a new base backup"
+                )
+    return out
