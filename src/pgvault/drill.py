@@ -32,6 +32,7 @@ from pgvault.restore import RestoreSettings, ValidationReport, restore_database
 from pgvault.restore_target import DatabaseTarget, drop_database_quietly
 from pgvault.sources.pg_dump import server_major
 from pgvault.transforms.api import DecodeContext
+from pgvault.units import Duration
 from pgvault.vault import Vault
 
 if TYPE_CHECKING:
@@ -83,6 +84,11 @@ class DrillSettings:
     server: Literal["source", "ephemeral"] = "source"
     dsn: str | None = None
     check: tuple[DrillCheck, ...] = ()
+    # --- point-in-time recovery drills (issue 14): base backups only ---
+    target_age: Duration | None = None
+    """Base backups: replay to this long before now (``"1h"``) instead of the archive's end."""
+    pgvault: str | None = None
+    """Base backups: how the ``postgres`` user starts pgvault in ``restore_command``."""
 
 
 @attrs.frozen
@@ -196,6 +202,10 @@ def drill(
     settings: DrillSettings = getattr(config, "drill", None) or DrillSettings()
     vault = Vault.from_config(config)
     manifest = vault.manifest(ref)
+    if manifest.source_type == "basebackup":  # point-in-time recovery drill (issue 14)
+        from pgvault.operations.pitr.drill import physical_drill
+
+        return physical_drill(config, manifest, settings, identities, plugin_manager)
     if manifest.source_type != "pg_dump":
         raise RestoreError(
             f"backup {manifest.backup_id} is not a database backup: nothing to drill"

@@ -217,3 +217,31 @@ def test_the_restored_directory_matches_the_backup_manifest(pitr_rig: Rig) -> No
         assert checked.returncode == 0, checked.stderr
     finally:
         shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def test_a_drill_of_a_base_backup_recovers_checks_and_records_its_recovery_time(
+    pitr_rig: Rig,
+) -> None:
+    """pgvault drill restores the base backup, replays the archive to its end in a throwaway
+    cluster, runs the SQL checks there and records the result with the time it took."""
+    from pgvault import load_config
+    from pgvault.drill import drill, last_drills
+    from pgvault.vault import Vault
+    from tests.wal.conftest import chown_postgres
+
+    rig, story = pitr_rig
+    config = rig.folder / "drill.toml"
+    config.write_text(
+        rig.config.read_text()
+        + f'\n[drill]\npgvault = "{" ".join(rig.command)}"\n'
+        + f'[[drill.check]]\nsql = "SELECT count(*) FROM t"\nequals = {story.final_rows}\n'
+    )
+    chown_postgres(config)
+    loaded = load_config(config)
+    result = drill(loaded, story.backup_id)
+    assert result.ok, result.error
+    assert [c.value for c in result.checks] == [str(story.final_rows)]
+    assert result.duration_seconds > 0
+    recorded = last_drills(Vault.from_config(loaded))[0]
+    assert recorded["drill_id"] == result.drill_id and recorded["ok"] is True
+    assert "recovered to the end of the archive" in recorded["server"]
