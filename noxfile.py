@@ -17,11 +17,11 @@ extraction filters arrived in 3.11.4), so the tests that lean on it run there to
 
 OLDEST_TESTS = [
     # Files restores: tarfile; the rest: tomllib, datetime/zoneinfo, fcntl, logging, zlib.
-    "tests/test_restore_files.py",
+    "tests/operations/restore/test_files.py",
     "tests/sources/test_files.py",
     "tests/test_config.py",
-    "tests/test_retention.py",
-    "tests/test_keys.py",
+    "tests/vault/test_retention.py",
+    "tests/transforms/test_keys.py",
     "tests/test_observability.py",
     "tests/transforms/test_compress.py",
 ]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks import dataset
-from pgvault.cluster import PostgresCluster
+from pgvault.postgres.cluster import PostgresCluster
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 
-from pgvault.cluster import PostgresCluster
+from pgvault.postgres.cluster import PostgresCluster
 
 # A word list, so text compresses like prose, not like random bytes or blank padding.
 WORDS = [

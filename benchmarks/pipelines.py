@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 
 from benchmarks.measure import Result, Sample, run, summarize
-from pgvault.cluster import PostgresCluster
+from pgvault.postgres.cluster import PostgresCluster
 
 
 @attrs.frozen

@@ -31,7 +31,7 @@ import zstandard
 from benchmarks import chart, compressors, dataset, pipelines
 from benchmarks import wal as wal_bench
 from benchmarks.measure import Result, run
-from pgvault.cluster import PostgresCluster
+from pgvault.postgres.cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pgvault
-from pgvault.config import PipelineConfig
+from pgvault.pipeline_config import PipelineConfig
 from pgvault.sources.files import FilesSource
 from pgvault.testing.storage_fixtures import make_sink
 

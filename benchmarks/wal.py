@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pgvault
-from pgvault.cluster import PostgresCluster
+from pgvault.postgres.cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "wal.json"
@@ -208,7 +208,7 @@ class Bench:
         self.command = launcher(work)
         self.key = work / "wal.key"
         if not self.key.exists():
-            from pgvault import keys
+            from pgvault.transforms import keys
 
             keys.write_key_file(self.key)
             chown(self.key)

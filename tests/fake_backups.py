@@ -11,8 +11,8 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgvault.manifest import ArtifactRecord, Manifest, new_backup_id
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import ArtifactRecord, Manifest, new_backup_id
 
 
 def fake_backup(

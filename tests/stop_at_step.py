@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pgvault.cli import main
+from pgvault.cli.app import main
 from pgvault.plugin import get_plugin_manager, hookimpl
 
 

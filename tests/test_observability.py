@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.observability import LogSettings, read_metrics, setup_logging
+from pgvault.observability import read_metrics, setup_logging
+from pgvault.settings import LogSettings
 from tests.conftest import pgvault_cli
 
 SAMPLE = re.compile(r'^pgvault_[a-z_]+\{name="[a-z-]+"\} -?[0-9.e+]+$')

@@ -2,6 +2,6 @@
 
 import sys
 
-from pgvault.cli import main
+from pgvault.cli.app import main
 
 sys.exit(main())

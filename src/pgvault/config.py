@@ -1,5 +1,9 @@
 """Pipeline config: one TOML file per pipeline, loaded into typed, validated objects.
 
+The composition root: it builds the settings values (:mod:`pgvault.settings`), the components
+and the :class:`~pgvault.pipeline_config.PipelineConfig` that holds them. Only the command line
+and the top-level API import it at run time; everything else takes what it builds.
+
 The file names one source, a chain of transforms and one sink, each by its entry-point ``type``;
 every other key of their tables is an option, checked against the component's attrs fields.
 String values may use ``${VAR}`` (an error if unset) or ``${VAR:-default}``; ``$${`` is a literal
@@ -21,19 +25,26 @@ from typing import Any, TypeVar
 
 import attrs
 
-from pgvault.drill import DrillSettings
 from pgvault.exceptions import ConfigError
-from pgvault.health import CheckThresholds
 from pgvault.notify.api import Notifier, notifier_types
-from pgvault.observability import LogSettings
+from pgvault.pipeline_config import PipelineConfig
 from pgvault.plugin.components import Kind, load_component
-from pgvault.restore import RestoreSettings
-from pgvault.retention import RetentionPolicy
+from pgvault.settings import (
+    CheckThresholds,
+    DrillSettings,
+    LogSettings,
+    RestoreSettings,
+    RetentionPolicy,
+)
 from pgvault.sinks.api import Sink
 from pgvault.sources.api import Source
 from pgvault.transforms.api import Transform
 from pgvault.transforms.digest import SUPPORTED as SUPPORTED_CHECKSUMS
 from pgvault.wal.settings import WalSettings
+
+__all__ = ["TOP_LEVEL_KEYS", "PipelineConfig", "load_config", "parse_config", "structure"]
+"""``PipelineConfig`` itself lives in :mod:`pgvault.pipeline_config`; it is re-exported here
+because ``load_config`` returns it."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _VAR_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -55,64 +66,6 @@ TOP_LEVEL_KEYS = (
     "metrics_file",
     "wal",
 )
-
-
-@attrs.frozen
-class PipelineConfig:
-    """A loaded pipeline: what to back up, how to transform it, where to store it."""
-
-    name: str
-    """The vault's name; one sink may hold many vaults."""
-    source: Source
-    sink: Sink
-    transforms: tuple[Transform, ...] = ()
-    checksums: tuple[str, ...] = ("sha256",)
-    """Digest algorithms over stored bytes; sha256 is always included."""
-    path: Path | None = None
-    """The file this config was loaded from, for messages."""
-    restore: RestoreSettings = attrs.field(factory=RestoreSettings)
-    """The ``[restore]`` table: validation tolerance, safety backup retention, work folder."""
-    drill: DrillSettings = attrs.field(factory=DrillSettings)
-    """The ``[drill]`` table: where drills restore, and their SQL checks."""
-    retention: RetentionPolicy | None = None
-    """The ``[retention]`` table: which backups ``prune`` keeps; prune refuses to run without it."""
-    check: CheckThresholds = attrs.field(factory=CheckThresholds)
-    """The ``[check]`` table: thresholds of ``pgvault check`` (defaults when absent)."""
-    notify: tuple[Notifier, ...] = ()
-    """The ``[[notify]]`` tables: each handled by the notifier plugin of its ``type``."""
-    logging: LogSettings = attrs.field(factory=LogSettings)
-    """The ``[logging]`` table: level, text or JSON lines, optional rotating file."""
-    metrics_file: Path | None = None
-    """Prometheus textfile (node_exporter) rewritten after each run and check."""
-    wal: WalSettings = attrs.field(factory=WalSettings)
-    """The ``[wal]`` table: continuous WAL archiving (defaults when absent)."""
-
-    def where(self) -> str:
-        """The config file's name for messages, or ``<config>`` when built in code."""
-        return str(self.path) if self.path else "<config>"
-
-    def require_notify_env(self, env: Mapping[str, str] | None = None) -> None:
-        """Raise ConfigError naming the first ``[[notify]]`` ``*_env`` option whose environment
-        variable is unset or empty.
-
-        The commands that notify (``run``, ``prune``, ``check``, ``drill``) call this before they
-        start, so a notifier that could never send is a config error up front rather than
-        retries after the backup. Commands that never notify (``list``, ``show``, ``verify``,
-        ``restore``) do not need the notifiers' secrets, so a restore on a bare machine does not
-        either.
-        """
-        env = os.environ if env is None else env
-        for i, notifier in enumerate(self.notify):
-            for field in attrs.fields(type(notifier)):
-                value = getattr(notifier, field.name)
-                wanted = field.name.endswith("_env") and isinstance(value, str) and value
-                if wanted and not env.get(value):
-                    raise ConfigError(
-                        f"environment variable {value} is not set (or empty); "
-                        f"{notifier.type_name} needs it to send",
-                        path=self.where(),
-                        key=f"notify[{i}].{field.name}",
-                    )
 
 
 def load_config(

@@ -34,16 +34,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from pgvault.units import ByteSize
+from pgvault.settings import LogSettings
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-    from pgvault.health import CheckResult
-    from pgvault.manifest import Manifest
+    from pgvault.operations.check import CheckResult
+    from pgvault.pipeline_config import PipelineConfig
+    from pgvault.vault.manifest import Manifest
 
 log = logging.getLogger("pgvault.observability")
 run_log = logging.getLogger("pgvault.run")
@@ -51,7 +49,6 @@ run_log = logging.getLogger("pgvault.run")
 FIELDS_ATTR = "pgvault"
 """Attribute of a :class:`logging.LogRecord` holding its structured fields (``extra=``)."""
 
-_TEN_MIB = ByteSize(10 * 2**20)
 
 LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
@@ -59,30 +56,6 @@ LEVELS: dict[str, int] = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
-
-
-@attrs.frozen
-class LogSettings:
-    """The ``[logging]`` table: where pgvault's logs go and in what shape."""
-
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    """Lowest level written to ``file``."""
-    stderr_level: Literal["debug", "info", "warning", "error"] = "warning"
-    """Lowest level written to stderr: ``info`` shows every run's record (journald, Docker);
-    the default keeps cron quiet. The CLI's ``-v``/``--debug``/``-q`` override it per command."""
-    format: Literal["text", "json"] = "text"
-    """``text`` lines, or one JSON object per line with the run's fields as keys."""
-    file: Path | None = None
-    """Also log to this file (relative paths are resolved against the config file)."""
-    max_bytes: ByteSize = _TEN_MIB
-    """Rotate the file when it reaches this size (``"10MiB"``)."""
-    keep_files: int = attrs.field(default=5)
-    """Rotated files to keep beside the current one."""
-
-    @keep_files.validator
-    def _check_keep(self, attribute: attrs.Attribute[int], value: int) -> None:
-        if value < 0:
-            raise ValueError(f"keep_files must be ≥ 0, got {value}")
 
 
 # Logs

@@ -16,13 +16,13 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 import pgvault
-from pgvault.drill import DrillResult
-from pgvault.health import CheckResult
 from pgvault.notify import webhook
 from pgvault.notify.api import Event, Notifier, NotifierPlugin, notifier_types
+from pgvault.operations.check import CheckResult
+from pgvault.operations.drill import DrillResult
+from pgvault.operations.prune import PruneResult
 from pgvault.plugin import call_hook, get_plugin_manager, hookimpl, hookspecs
-from pgvault.pruning import PruneResult
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
 from tests.fake_backups import daily_history
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,8 +21,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import pgvault
-from pgvault import keys
 from pgvault.testing import PostgresCluster
+from pgvault.transforms import keys
 from pgvault.transforms.api import ArtifactBinding, DecodeContext
 from pgvault.transforms.encrypt import MAX_SEGMENT_SIZE, Aes256Gcm, Header
 from tests.conftest import pgvault_cli, snapshot_database

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 import pgvault
-from pgvault import keys
 from pgvault.testing import PostgresCluster
+from pgvault.transforms import keys
 from tests.conftest import render_config
 
 AS_ROOT = os.geteuid() == 0

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pgvault
 from pgvault.observability import read_metrics
-from pgvault.retention import RetentionPolicy
+from pgvault.settings import RetentionPolicy
 from pgvault.units import Duration
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
 from pgvault.wal.archive import WalArchive
 from pgvault.wal.chain import check_chain, summarize
 from pgvault.wal.names import WalName

@@ -41,16 +41,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import attrs
 import pluggy
 
+from pgvault.engine.progress import human_bytes
 from pgvault.exceptions import PluginError
 from pgvault.plugin.hookspecs import hookimpl
-from pgvault.progress import human_bytes
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-    from pgvault.drill import DrillResult
-    from pgvault.health import CheckResult
-    from pgvault.manifest import Manifest
-    from pgvault.pruning import PruneResult
+    from pgvault.operations.check import CheckResult
+    from pgvault.operations.drill import DrillResult
+    from pgvault.operations.prune import PruneResult
+    from pgvault.pipeline_config import PipelineConfig
+    from pgvault.vault.manifest import Manifest
 
 log = logging.getLogger("pgvault.notify")
 

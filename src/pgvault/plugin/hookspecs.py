@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-    from pgvault.drill import DrillResult
-    from pgvault.health import CheckResult
-    from pgvault.manifest import Manifest
     from pgvault.notify.api import Notifier
-    from pgvault.pruning import PruneResult
+    from pgvault.operations.check import CheckResult
+    from pgvault.operations.drill import DrillResult
+    from pgvault.operations.prune import PruneResult
+    from pgvault.pipeline_config import PipelineConfig
+    from pgvault.vault.manifest import Manifest
 
 hookspec = pluggy.HookspecMarker("pgvault")
 hookimpl = pluggy.HookimplMarker("pgvault")

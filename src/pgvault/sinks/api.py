@@ -164,7 +164,7 @@ class Sink(abc.ABC):
         """Store ``data`` as ``key`` only if no object has that key, atomically on the backend:
         True if stored, False if the key already existed (it is then left as it was).
 
-        Run leases use it (see :mod:`pgvault.runlock`). Only a sink whose
+        Run leases use it (see :mod:`pgvault.engine.runlock`). Only a sink whose
         :attr:`create_guarantee` is :attr:`CreateGuarantee.ATOMIC` offers it; for the others it
         raises NotImplementedError: a backend that cannot do it atomically must not pretend to.
         """

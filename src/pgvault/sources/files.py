@@ -21,8 +21,8 @@ from typing import IO, Any, ClassVar
 
 import attrs
 
+from pgvault.engine.flow import Aborted, Flow
 from pgvault.exceptions import SourceError
-from pgvault.flow import Aborted, Flow
 from pgvault.sources.api import CHUNK_SIZE, Source, SourceRun, SourceStream
 
 log = logging.getLogger("pgvault.sources.files")

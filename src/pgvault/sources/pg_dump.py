@@ -23,10 +23,8 @@ from typing import Any, ClassVar, Literal
 import attrs
 import psycopg
 
-from pgvault.cluster_globals import GLOBALS_END, GLOBALS_ROLE, GLOBALS_STREAM
-from pgvault.database_props import read_database_facts
 from pgvault.exceptions import SourceError
-from pgvault.postgres import (
+from pgvault.postgres.client import (
     _Collector,
     _first_line,
     check_dsn,
@@ -39,6 +37,8 @@ from pgvault.postgres import (
     split_dsn,
     tool_version,
 )
+from pgvault.postgres.database import read_database_facts
+from pgvault.postgres.globals import GLOBALS_END, GLOBALS_ROLE, GLOBALS_STREAM
 from pgvault.sources.api import CHUNK_SIZE, Source, SourceRun, SourceStream
 
 log = logging.getLogger("pgvault.sources.pg_dump")
@@ -96,7 +96,7 @@ class PgDumpSource(Source):
             raise ValueError("jobs > 1 needs format = 'custom' (parallel parts restore by section)")
 
     def describe(self) -> str:
-        from pgvault.postgres import describe_dsn
+        from pgvault.postgres.client import describe_dsn
 
         return f"pg_dump of {describe_dsn(self.dsn)}"
 

@@ -338,10 +338,10 @@ class SinkConformanceTests:
 
     def test_backup_through_the_pipeline(self, sink: Sink, prefix: str, tmp_path: Path) -> None:
         """A real pipeline run stores a backup the vault lists, verifies and reads back."""
-        from pgvault.config import PipelineConfig
-        from pgvault.pipeline import run
+        from pgvault.engine.pipeline import run
+        from pgvault.pipeline_config import PipelineConfig
         from pgvault.sources.files import FilesSource
-        from pgvault.vault import Vault
+        from pgvault.vault.contents import Vault
 
         folder = tmp_path / "files"
         folder.mkdir()

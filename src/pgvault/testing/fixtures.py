@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 
 from pgvault.testing.postgres import ClusterUnavailable, PostgresCluster
+from pgvault.testing.servers import unavailable
 
 # Storage servers and sinks on them (S3, GCS, SFTP): importing them here registers them too.
 from pgvault.testing.storage_fixtures import (  # noqa: F401
@@ -37,13 +38,6 @@ from pgvault.testing.storage_fixtures import (  # noqa: F401
 )
 
 _db_counter = itertools.count(1)
-
-
-def unavailable(reason: str) -> None:
-    """Fail under CI, skip elsewhere, always saying why."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"required test server unavailable: {reason}", pytrace=False)
-    pytest.skip(f"required test server unavailable: {reason}")
 
 
 def _start(

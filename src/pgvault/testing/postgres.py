@@ -1,6 +1,6 @@
 """Throwaway PostgreSQL clusters for tests (the same ones restore drills use)."""
 
-from pgvault.cluster import (
+from pgvault.postgres.cluster import (
     ClusterUnavailable,
     PostgresCluster,
     free_port,

@@ -563,3 +563,12 @@ def running(server: Any) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+def unavailable(reason: str) -> None:
+    """Fail under CI, skip elsewhere, always saying why."""
+    import pytest  # only when a test asks: the servers also run outside pytest
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"required test server unavailable: {reason}", pytrace=False)
+    pytest.skip(f"required test server unavailable: {reason}")

@@ -24,7 +24,13 @@ import pytest
 
 from pgvault.config import structure
 from pgvault.sinks.api import Sink
-from pgvault.testing.servers import GcsServer, S3Server, ServerUnavailableError, SftpServer
+from pgvault.testing.servers import (
+    GcsServer,
+    S3Server,
+    ServerUnavailableError,
+    SftpServer,
+    unavailable,
+)
 
 ServerT = TypeVar("ServerT", S3Server, GcsServer, SftpServer)
 
@@ -44,8 +50,6 @@ def _unique(kind: str) -> str:
 
 
 def _unavailable(reason: str) -> None:
-    from pgvault.testing.fixtures import unavailable
-
     unavailable(reason)
 
 

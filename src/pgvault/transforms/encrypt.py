@@ -13,7 +13,7 @@ passphrase (scrypt) or, for X25519 recipients, is a random per-artifact key wrap
 recipient, so a backup host holding only public keys writes backups it cannot read.
 
 The byte format is specified in ``docs/encryption-format.md`` and pinned by known-answer tests;
-key handling lives in :mod:`pgvault.keys`.
+key handling lives in :mod:`pgvault.transforms.keys`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pgvault import keys
 from pgvault.exceptions import (
     CiphertextError,
     KeyFileError,
@@ -43,8 +42,9 @@ from pgvault.exceptions import (
     MissingKeyError,
     TransformError,
 )
-from pgvault.keys import KEY_ID_SIZE, KEY_SIZE, WRAPPED_KEY_SIZE, Identity, Recipient
+from pgvault.transforms import keys
 from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
+from pgvault.transforms.keys import KEY_ID_SIZE, KEY_SIZE, WRAPPED_KEY_SIZE, Identity, Recipient
 
 log = logging.getLogger("pgvault.transforms.encrypt")
 

@@ -45,10 +45,10 @@ from typing import Any
 import attrs
 
 from pgvault.exceptions import ObjectExistsError, ObjectNotFoundError, PgVaultError
-from pgvault.manifest import TransformRecord
 from pgvault.plugin.components import load_component
 from pgvault.sinks.api import Sink
 from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
+from pgvault.vault.manifest import TransformRecord
 from pgvault.wal.names import Kind, WalError, WalName
 
 log = logging.getLogger("pgvault.wal")

@@ -40,7 +40,7 @@ from pgvault.wal.names import (
 )
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.wal")
 

@@ -22,7 +22,7 @@ from pgvault.sinks.api import CreateGuarantee
 from pgvault.wal.chain import wal_dsn
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 
 def script_path(name: str) -> Path:

@@ -48,7 +48,7 @@ from pgvault.wal.names import WalError
 from pgvault.wal.push import PushResult, WalFileGone, WalPusher
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.wal.daemon")
 

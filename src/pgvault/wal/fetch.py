@@ -40,9 +40,10 @@ from pgvault.wal.names import (
     read_major_version,
     read_system_identifier,
 )
+from pgvault.wal.spool import take_prefetched
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.wal")
 
@@ -138,8 +139,6 @@ def fetch(
     if context is None:
         context = DecodeContext(configured=config.transforms)
     _clean_stale_temps(target.parent)
-    from pgvault.wal.prefetch import take_prefetched
-
     if config.wal.spool is not None and name.is_segment_data:
         taken = take_prefetched(config.wal.spool, cluster, name, target)
         if taken is not None:

@@ -43,7 +43,7 @@ from pgvault.wal.names import (
 )
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.wal")
 
@@ -132,7 +132,7 @@ class WalPusher:
                 f"{name}: {header.segment_size >> 20} MiB segments, but {cluster} archived "
                 f"{record.segment_size >> 20} MiB segments so far (a re-initialised cluster?)"
             )
-        from pgvault.pipeline import pgvault_version
+        from pgvault.engine.pipeline import pgvault_version
 
         outcome: StoreOutcome = self.archive.store(
             cluster,

@@ -21,9 +21,9 @@ from typing import Any
 import attrs
 import pytest
 
-from pgvault.cluster import PostgresCluster
-from pgvault.manifest import ArtifactRecord, Manifest, new_backup_id
-from pgvault.vault import Vault
+from pgvault.postgres.cluster import PostgresCluster
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import ArtifactRecord, Manifest, new_backup_id
 from tests.wal import conftest as wal_fixtures
 from tests.wal.conftest import WalRig, as_postgres, postgres_folder, set_archive_command
 

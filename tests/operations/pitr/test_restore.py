@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pgvault.cluster import free_port
 from pgvault.operations.pitr.restore import restore_pitr
 from pgvault.operations.pitr.settings import read_setting
 from pgvault.operations.pitr.start import stop_restored
 from pgvault.operations.pitr.targets import build_target
+from pgvault.postgres.cluster import free_port
 from tests.operations.pitr.conftest import Story, restore_dir, rows
 from tests.wal.conftest import WalRig, as_postgres
 
@@ -129,7 +129,7 @@ def test_a_gap_is_refused_naming_the_first_missing_segment(pitr_rig: Rig, tmp_pa
     with pytest.raises(PitrRefused) as err:
         restore_pitr(load_config(config), None, tmp_path / "d", build_target())
     assert f"WAL segment {victim.name} is missing" in str(err.value)
-    from pgvault.health import check
+    from pgvault.operations.check import check
 
     result = check(load_config(config))
     broken = [p.message for p in result.problems if p.check == "pitr_window"]
@@ -225,8 +225,8 @@ def test_a_drill_of_a_base_backup_recovers_checks_and_records_its_recovery_time(
     """pgvault drill restores the base backup, replays the archive to its end in a throwaway
     cluster, runs the SQL checks there and records the result with the time it took."""
     from pgvault import load_config
-    from pgvault.drill import drill, last_drills
-    from pgvault.vault import Vault
+    from pgvault.operations.drill import drill, last_drills
+    from pgvault.vault.contents import Vault
     from tests.wal.conftest import chown_postgres
 
     rig, story = pitr_rig

@@ -18,7 +18,7 @@ from pgvault.exceptions import Aborted, ConfigError
 from .targets import build_target, utc_text
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
 
 _TARGET_OPTIONS = (
     "target_time",
@@ -97,7 +97,7 @@ def wanted(args: argparse.Namespace, config: PipelineConfig) -> bool:
         return True
     if not getattr(args, "target_dir", None):
         return False
-    from pgvault.vault import Vault
+    from pgvault.vault.contents import Vault
 
     from .plan import SOURCE_TYPE
 

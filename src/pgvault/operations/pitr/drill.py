@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING
 import pluggy
 
 from pgvault.exceptions import PgVaultError
-from pgvault.manifest import Manifest, utc_now
 from pgvault.plugin.manager import call_hook
+from pgvault.vault.manifest import Manifest, utc_now
 
 from .restore import owner_for, restore_pitr
 from .start import stop_restored
 from .targets import build_target
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-    from pgvault.drill import CheckOutcome, DrillResult, DrillSettings
+    from pgvault.operations.drill import CheckOutcome, DrillResult
+    from pgvault.pipeline_config import PipelineConfig
+    from pgvault.settings import DrillSettings
 
 
 def _scratch() -> Path:
@@ -57,9 +58,9 @@ def physical_drill(
     """Drill base backup ``manifest`` (see the module doc); the recorded result."""
     import psycopg
 
-    from pgvault.cluster import free_port, server_bindir
-    from pgvault.drill import DrillResult, _check_value, drills_prefix
-    from pgvault.vault import Vault
+    from pgvault.operations.drill import DrillResult, _check_value, drills_prefix
+    from pgvault.postgres.cluster import free_port, server_bindir
+    from pgvault.vault.contents import Vault
 
     started = utc_now()
     clock = time.monotonic()

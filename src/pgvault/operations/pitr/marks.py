@@ -23,7 +23,7 @@ from .plan import Mark
 from .targets import parse_mark_name
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
+    from pgvault.pipeline_config import PipelineConfig
     from pgvault.sinks.api import Sink
 
 log = logging.getLogger("pgvault.pitr")

@@ -49,7 +49,7 @@ from pgvault.wal.names import (
 from .targets import RecoveryTarget, utc_text
 
 if TYPE_CHECKING:
-    from pgvault.manifest import Manifest
+    from pgvault.vault.manifest import Manifest
 
 log = logging.getLogger("pgvault.pitr")
 

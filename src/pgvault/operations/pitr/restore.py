@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pgvault.exceptions import RestoreError
-from pgvault.manifest import Manifest
 from pgvault.transforms.api import DecodeContext
-from pgvault.vault import Vault
+from pgvault.vault.contents import Vault
+from pgvault.vault.manifest import Manifest
 from pgvault.wal.archive import WalArchive
 from pgvault.wal.configure import pgvault_command, restore_command
 
@@ -40,8 +40,8 @@ from .start import StartReport, start_restored
 from .targets import RecoveryTarget
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-    from pgvault.pipeline import Progress
+    from pgvault.engine.pipeline import Progress
+    from pgvault.pipeline_config import PipelineConfig
 
 log = logging.getLogger("pgvault.pitr")
 
@@ -132,8 +132,8 @@ def materialize(
     progress: Progress | None = None,
 ) -> None:
     """Write base backup ``manifest``'s files into the empty folder ``target``."""
-    from pgvault.restore import _extract_artifact
-    from pgvault.untar import TarExtractor
+    from pgvault.operations.restore.database import _extract_artifact
+    from pgvault.operations.restore.untar import TarExtractor
 
     vault = Vault.from_config(config)
     extractor = TarExtractor(target)
@@ -266,7 +266,7 @@ def restore_pitr(
         raise
     report = None
     if start:
-        from pgvault.cluster import server_bindir
+        from pgvault.postgres.cluster import server_bindir
 
         report = start_restored(
             target_dir,

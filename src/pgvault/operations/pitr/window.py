@@ -26,8 +26,8 @@ from .plan import window as backup_window
 from .targets import utc_text
 
 if TYPE_CHECKING:
-    from pgvault.config import PipelineConfig
-    from pgvault.manifest import Manifest
+    from pgvault.pipeline_config import PipelineConfig
+    from pgvault.vault.manifest import Manifest
 
 log = logging.getLogger("pgvault.pitr")
 

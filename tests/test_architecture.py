@@ -1,0 +1,116 @@
+"""The dependency rule of docs/architecture.md, checked on the source (tests/import_graph.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.import_graph import cycles, edges
+
+COMPOSERS = {"pgvault", "pgvault.cli.app"}
+"""Modules allowed to import the composition root (pgvault.config) at run time."""
+
+
+def test_no_import_circle_at_run_time() -> None:
+    """No circle among run-time imports, module-level or inside functions."""
+    assert cycles(edges(), {"module", "lazy"}) == []
+
+
+def test_no_type_checking_circle_through_config() -> None:
+    """Type-only circles exist (hooks name the config, the config holds notifiers), never
+    through the config module."""
+    for component in cycles(edges(), {"module", "lazy", "typing"}):
+        assert "pgvault.config" not in component
+
+
+def test_only_the_cli_and_the_api_import_config() -> None:
+    """The composition root is imported at run time only by the command line, the top-level API
+    and the shipped test kit (which builds components the way config does)."""
+    importers = {
+        a
+        for a, b, kind in edges()
+        if b == "pgvault.config" and kind != "typing" and not a.startswith("pgvault.testing.")
+    }
+    assert importers <= COMPOSERS
+
+
+def test_settings_is_a_leaf() -> None:
+    """pgvault.settings imports nothing of pgvault but units and exceptions."""
+    imported = {b for a, b, _ in edges() if a == "pgvault.settings"}
+    assert imported <= {"pgvault.units", "pgvault.exceptions"}
+
+
+def _fresh(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout + result.stderr
+
+
+def test_import_pgvault_loads_almost_nothing() -> None:
+    """``import pgvault`` loads no driver and no operation: the CLI's --help stays fast."""
+    out = _fresh(
+        "import sys, pgvault; print(sorted(m for m in sys.modules"
+        " if m.startswith(('psycopg', 'pgvault.operations', 'pgvault.engine', 'pgvault.config'))))"
+    )
+    assert out.strip() == "[]"
+
+
+def test_public_names_resolve() -> None:
+    """Every name in ``pgvault.__all__`` resolves, and the functions are functions."""
+    import pgvault
+
+    for name in pgvault.__all__:
+        assert getattr(pgvault, name) is not None
+    assert callable(pgvault.restore) and pgvault.restore.__module__.startswith(
+        "pgvault.operations.restore"
+    )
+    assert isinstance(pgvault.__version__, str)
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("pgvault.restore", "RestoreResult", "pgvault.operations.restore.database"),
+        ("pgvault.health", "CheckResult", "pgvault.operations.check"),
+        ("pgvault.pruning", "PruneResult", "pgvault.operations.prune"),
+        ("pgvault.keys", "key_id", "pgvault.transforms.keys"),
+        ("pgvault.manifest", "Manifest", "pgvault.vault.manifest"),
+        ("pgvault.pipeline", "run", "pgvault.engine.pipeline"),
+        ("pgvault.cluster_globals", "decode_globals", "pgvault.postgres.globals"),
+    ],
+)
+def test_old_module_paths_warn_and_re_export(old: str, name: str, new: str) -> None:
+    """An old module path still imports its names, with a DeprecationWarning naming the new."""
+    import importlib
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)
+
+
+def test_old_package_names_warn() -> None:
+    """``from pgvault.vault import Vault`` (vault.py became a package) warns and works."""
+    from pgvault.vault.contents import Vault
+
+    with pytest.warns(DeprecationWarning, match=r"pgvault\.vault\.contents"):
+        from pgvault.vault import Vault as OldVault  # type: ignore[attr-defined]
+    assert OldVault is Vault
+
+
+def test_the_restore_function_is_never_shadowed() -> None:
+    """``import pgvault.restore`` (the old module path) leaves ``pgvault.restore`` the function,
+    as ``import pgvault.restore as r`` always gave it."""
+    out = _fresh(
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "import pgvault.restore as r, pgvault\n"
+        "from pgvault.restore import RestoreResult\n"
+        "print(callable(r), r is pgvault.restore, pgvault.restore.__name__, RestoreResult.__name__)"
+    )
+    assert out.strip() == "True True restore RestoreResult"
