@@ -9,5 +9,6 @@
 * :mod:`~pgvault.operations.pitr.start` — starting the restored cluster and reporting where
   recovery stopped;
 * :mod:`~pgvault.operations.pitr.marks` — ``pgvault mark``: named restore points in the vault;
-* :mod:`~pgvault.operations.pitr.window` — the reachable window per timeline (list, check).
+* :mod:`~pgvault.operations.pitr.window` — the reachable window per timeline (list, check);
+* :mod:`~pgvault.operations.pitr.drill` — drills of base backups (recovery time measured).
 """
