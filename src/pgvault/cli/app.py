@@ -668,7 +668,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
     reports: list[VerifyReport] = []
     for m in manifests:
-        report = vault.verify(m, deep=args.deep, context=context)
+        if args.deep and m.source_type == "basebackup":
+            # -- A base backup is checked as a whole: restored to scratch with its WAL range,
+            # then pg_verifybackup (issue 14).
+            from pgvault.operations.basebackup_restore import verify_base_backup
+
+            report = verify_base_backup(vault, m, context)
+        else:
+            report = vault.verify(m, deep=args.deep, context=context)
         reports.append(report)
         if args.json:
             continue

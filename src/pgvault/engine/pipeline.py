@@ -134,7 +134,7 @@ def _run(
 ) -> Manifest:
     suffix = "".join(t.suffix for t in config.transforms)
     artifacts: list[_Artifact] = []
-    with config.source.start() as source_run:
+    with config.source.start_for(config) as source_run:
         flow = Flow()
         try:
             for stream in source_run.streams:

@@ -22,9 +22,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
+
+if TYPE_CHECKING:
+    from pgvault.pipeline_config import PipelineConfig
 
 CHUNK_SIZE = 1 << 20
 """Bytes a source reads at a time: large enough to amortise per-chunk overhead in every stage."""
@@ -91,6 +94,13 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def start(self) -> SourceRun:
         """Start producing; use the result as a context manager so it is always stopped."""
+
+    def start_for(self, pipeline: PipelineConfig) -> SourceRun:
+        """Start producing for ``pipeline``, which the pipeline calls: its vault, transforms and
+        ``[wal]`` settings are at hand. The default is :meth:`start`; a source whose backup is
+        complete only once the vault holds something else (a base backup: its WAL) overrides
+        it."""
+        return self.start()
 
     def describe(self) -> str:
         """A short, secret-free description for logs and ``list`` (e.g. the database name)."""
