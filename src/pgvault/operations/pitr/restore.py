@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pgvault.exceptions import RestoreError
+from pgvault.operations.basebackup_restore import materialize_base_backup
 from pgvault.transforms.api import DecodeContext
 from pgvault.vault.contents import Vault
 from pgvault.vault.manifest import Manifest
@@ -123,37 +124,6 @@ def _empty(target: Path) -> None:
             entry.unlink()
 
 
-def materialize(
-    config: PipelineConfig,
-    manifest: Manifest,
-    target: Path,
-    *,
-    context: DecodeContext,
-    progress: Progress | None = None,
-) -> None:
-    """Write base backup ``manifest``'s files into the empty folder ``target``."""
-    from pgvault.operations.restore.database import _extract_artifact
-    from pgvault.operations.restore.untar import TarExtractor
-
-    vault = Vault.from_config(config)
-    extractor = TarExtractor(target)
-    try:
-        for art in manifest.artifacts:
-            if art.role == "basebackup":
-                _extract_artifact(vault, manifest, art.path, extractor, context, progress)
-        extractor.finish()
-        for art in manifest.artifacts:
-            if art.role == "backup_manifest":
-                with (target / "backup_manifest").open("wb") as handle:
-                    for chunk in vault.decoded(manifest, art.path, context):
-                        handle.write(chunk)
-    except BaseException:
-        extractor.remove_all()
-        raise
-    finally:
-        extractor.close()
-
-
 def _chown_tree(target: Path, owner: tuple[int, int] | None) -> None:
     if owner is None:
         return
@@ -244,7 +214,9 @@ def restore_pitr(
         _empty(target_dir)
     target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        materialize(config, manifest, target_dir, context=context, progress=progress)
+        materialize_base_backup(
+            Vault.from_config(config), manifest, target_dir, context=context, progress=progress
+        )
         # PostgreSQL refuses a data directory others can read.
         target_dir.chmod(0o700)
         _chown_tree(target_dir, owner)
