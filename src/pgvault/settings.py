@@ -90,6 +90,11 @@ class DrillSettings:
     server: Literal["source", "ephemeral"] = "source"
     dsn: str | None = None
     check: tuple[DrillCheck, ...] = ()
+    # --- point-in-time recovery drills (issue 14): base backups only ---
+    target_age: Duration | None = None
+    """Base backups: replay to this long before now (``"1h"``) instead of the archive's end."""
+    pgvault: str | None = None
+    """Base backups: how the ``postgres`` user starts pgvault in ``restore_command``."""
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:

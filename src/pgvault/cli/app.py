@@ -44,6 +44,8 @@ from pgvault.observability import journal_prefix, setup_logging, stderr_handler
 from pgvault.operations.check import check as check_vault
 from pgvault.operations.destinations import overview
 from pgvault.operations.drill import drill as run_drill
+from pgvault.operations.pitr import cli as pitr_cli
+from pgvault.operations.pitr.window import window_lines as pitr_window_lines
 from pgvault.operations.prune import PruneResult
 from pgvault.operations.prune import prune as prune_vault
 from pgvault.operations.restore.database import list_archive
@@ -249,6 +251,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--wait", action="store_true", help="with --thaw: wait until it is readable")
     cli_storage.add_thaw_options(p)
+    # --- point-in-time recovery (issue 14): options and the mark command live in pitr.cli ---
+    pitr_cli.add_restore_arguments(p)
+    pitr_cli.add_mark_command(command("mark", "create a named restore point and record it"))
+    # --- end point-in-time recovery ---
 
     p = command("prune", "remove the backups the [retention] policy does not keep")
     p.add_argument(
@@ -848,6 +854,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     _warn_about(contents)
     _print_wal_ranges(config)
+    # --- point-in-time recovery window (issue 14) ---
+    for line in pitr_window_lines(config, list(contents.scheduled)):
+        print(line)
     return EXIT_OK
 
 
@@ -934,6 +943,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     config = _config(args)
+    if pitr_cli.wanted(args, config):  # a base backup: point-in-time recovery (issue 14)
+        return pitr_cli.run_restore(args, config)
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     vault = Vault.from_config(config)
@@ -1263,6 +1274,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": _cmd_check,
     "drill": _cmd_drill,
     "keygen": _cmd_keygen,
+    "mark": lambda args: pitr_cli.run_mark(args, _config(args)),
     "wal-push": _cmd_wal_push,
     "wal-fetch": _cmd_wal_fetch,
     "wal-daemon": _cmd_wal_daemon,

@@ -247,6 +247,12 @@ def _evaluate(config: PipelineConfig, limits: CheckThresholds, now: datetime) ->
         return done([Problem(Status.UNKNOWN, "vault", f"cannot read the vault: {exc}")])
 
     problems: list[Problem] = _leftover_problems(config, Vault(sink, config.name), now)
+    # --- point-in-time recovery window (issue 14) ---
+    from pgvault.operations.pitr.window import window_problems
+
+    problems += [
+        Problem(Status.WARNING, "pitr_window", m) for m in window_problems(config, contents)
+    ]
     # A damaged manifest or a future-dated backup leaves the others usable (a WARNING, named),
     # and counts for nothing: neither can make a stale vault look fresh.
     for damaged in contents.damaged:

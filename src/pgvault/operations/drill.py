@@ -167,7 +167,8 @@ def drill(
     settings: DrillSettings = getattr(config, "drill", None) or DrillSettings()
     vault = Vault.from_config(config)
     manifest = vault.manifest(ref)
-    if manifest.source_type != "pg_dump":
+    physical = manifest.source_type == "basebackup"  # point-in-time recovery (issue 14)
+    if manifest.source_type != "pg_dump" and not physical:
         raise RestoreError(
             f"backup {manifest.backup_id} is not a database backup: nothing to drill"
         )
@@ -180,30 +181,41 @@ def drill(
     error: str | None = None
     server_text: str = settings.server
     try:
-        with _drill_target(config, settings, manifest, drill_id) as (target, ephemeral):
-            server_text = "ephemeral cluster" if ephemeral else describe_dsn(target.dsn)
-            # A bare cluster is the disaster a drill rehearses: the roles come from the
-            # backup's globals, so owners and privileges are restored as on a new server.
-            # Only a backup without globals (taken before pgvault stored them) needs both
-            # left out there. The cluster has none of the source's tablespaces: objects go to
-            # the default one. Subscriptions are never restored: a drill must not connect to
-            # a publisher, nor hold the live subscriber's slot name.
-            bare = ephemeral and not any(a.role == GLOBALS_ROLE for a in manifest.artifacts)
-            result = restore_database(
+        if physical:
+            from pgvault.operations.pitr.drill import recover_and_check
+
+            server_text, checks, error = recover_and_check(
                 config,
                 manifest,
-                target,
-                no_owner=bare,
-                no_privileges=bare,
-                no_tablespaces=ephemeral and manifest.source.get("format") != "plain",
-                subscriptions=False,
-                settings=getattr(config, "restore", None) or RestoreSettings(),
-                context=context,
-                plugin_manager=plugin_manager,
+                settings,
+                identities,
+                lambda conn: [_check_value(conn, c) for c in settings.check],
             )
-            validation = result.validation
-            with connect(target.dsn, dbname=target.name) as conn:
-                checks = [_check_value(conn, c) for c in settings.check]
+        else:
+            with _drill_target(config, settings, manifest, drill_id) as (target, ephemeral):
+                server_text = "ephemeral cluster" if ephemeral else describe_dsn(target.dsn)
+                # A bare cluster is the disaster a drill rehearses: the roles come from the
+                # backup's globals, so owners and privileges are restored as on a new server.
+                # Only a backup without globals (taken before pgvault stored them) needs both
+                # left out there. The cluster has none of the source's tablespaces: objects go to
+                # the default one. Subscriptions are never restored: a drill must not connect to
+                # a publisher, nor hold the live subscriber's slot name.
+                bare = ephemeral and not any(a.role == GLOBALS_ROLE for a in manifest.artifacts)
+                result = restore_database(
+                    config,
+                    manifest,
+                    target,
+                    no_owner=bare,
+                    no_privileges=bare,
+                    no_tablespaces=ephemeral and manifest.source.get("format") != "plain",
+                    subscriptions=False,
+                    settings=getattr(config, "restore", None) or RestoreSettings(),
+                    context=context,
+                    plugin_manager=plugin_manager,
+                )
+                validation = result.validation
+                with connect(target.dsn, dbname=target.name) as conn:
+                    checks = [_check_value(conn, c) for c in settings.check]
     except PgVaultError as exc:
         error = str(exc)
     ok = error is None and all(c.ok for c in checks)

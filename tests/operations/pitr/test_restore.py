@@ -1,0 +1,247 @@
+"""Point-in-time restores on a real cluster: each target kind comes back with the rows of its
+moment, refusals name the window, and the restored copy never archives into the source."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pgvault.operations.pitr.restore import restore_pitr
+from pgvault.operations.pitr.settings import read_setting
+from pgvault.operations.pitr.start import stop_restored
+from pgvault.operations.pitr.targets import build_target
+from pgvault.postgres.cluster import free_port
+from tests.operations.pitr.conftest import Story, restore_dir, rows
+from tests.wal.conftest import WalRig, as_postgres
+
+Rig = tuple[WalRig, Story]
+
+
+def _restore(rig: WalRig, label: str, **target: object) -> tuple[Path, int, object]:
+    data = restore_dir(rig, label)
+    port = free_port()
+    result = restore_pitr(
+        rig.load(),
+        None,
+        data,
+        build_target(**target),  # type: ignore[arg-type]
+        command=rig.command,
+        start=True,
+        port=port,
+        timeout=120,
+    )
+    return data, port, result
+
+
+def _cleanup(rig: WalRig, data: Path) -> None:
+    stop_restored(data, rig.cluster.bindir, owner=(data.stat().st_uid, data.stat().st_gid))
+    shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "expected"),
+    [
+        ("time", lambda s: {"time": s.after_insert.isoformat()}, 150),
+        ("lsn", lambda s: {"lsn": s.lsn_before_delete}, 150),
+        ("name", lambda s: {"name": s.mark}, 150),
+        ("xid", lambda s: {"xid": str(s.delete_xid)}, 30),
+        ("xid-exclusive", lambda s: {"xid": str(s.delete_xid), "exclusive": True}, 150),
+        ("immediate", lambda s: {"immediate": True}, 100),
+        ("end", lambda s: {}, 35),
+    ],
+)
+def test_each_target_kind_restores_the_rows_of_its_moment(
+    pitr_rig: Rig, name: str, target: object, expected: int
+) -> None:
+    """Just before the bad DELETE (time, LSN, mark, xid exclusive), just after it (xid), the
+    backup itself (immediate) and the end of the archive, each promoted and queried."""
+    rig, story = pitr_rig
+    data, port, result = _restore(rig, name, **target(story))  # type: ignore[operator]
+    try:
+        assert result.started is not None and result.started.ok, result.lines()  # type: ignore[attr-defined]
+        assert result.started.state == "promoted"  # type: ignore[attr-defined]
+        assert rows(port) == expected
+        assert rows(port, "SELECT pg_is_in_recovery()") is False
+        # The copy does not archive into the source's WAL.
+        assert rows(port, "SHOW archive_mode") == "off"
+        assert read_setting(data, "archive_mode") == "off"
+    finally:
+        _cleanup(rig, data)
+
+
+def test_pause_and_shutdown_stop_at_the_target(pitr_rig: Rig) -> None:
+    """pause leaves a read-only server at the target; shutdown stops it there."""
+    rig, story = pitr_rig
+    data, port, result = _restore(rig, "pause", lsn=story.lsn_before_delete, action="pause")
+    try:
+        assert result.started.state == "paused", result.lines()  # type: ignore[attr-defined]
+        assert rows(port) == 150
+        assert rows(port, "SELECT pg_is_in_recovery()") is True
+    finally:
+        _cleanup(rig, data)
+    data, port, result = _restore(rig, "shutdown", name=story.mark, action="shutdown")
+    try:
+        assert result.started.state == "shutdown", result.lines()  # type: ignore[attr-defined]
+        assert not (data / "postmaster.pid").exists()
+    finally:
+        _cleanup(rig, data)
+
+
+def test_refusals_name_the_window_and_write_nothing(pitr_rig: Rig, tmp_path: Path) -> None:
+    """A time before the backup's end or after the archive's end is refused before the target
+    folder is even created."""
+    from pgvault.operations.pitr.plan import PitrRefused
+
+    rig, story = pitr_rig
+    target_dir = tmp_path / "never"
+    early = story.backup_stopped_at - timedelta(seconds=30)
+    with pytest.raises(PitrRefused) as err:
+        restore_pitr(rig.load(), None, target_dir, build_target(time=early.isoformat()))
+    assert "earliest moment that can be reached" in str(err.value)
+    late = story.backup_stopped_at + timedelta(days=1)
+    with pytest.raises(PitrRefused) as err:
+        restore_pitr(rig.load(), None, target_dir, build_target(time=late.isoformat()))
+    assert "after the end of the archive" in str(err.value)
+    assert f"backup {story.backup_id} reaches" in str(err.value)
+    assert not target_dir.exists()
+
+
+def test_a_gap_is_refused_naming_the_first_missing_segment(pitr_rig: Rig, tmp_path: Path) -> None:
+    """With a segment after the backup gone, a target beyond it names that segment."""
+    rig, story = pitr_rig
+    copy = tmp_path / "vault"
+    shutil.copytree(rig.vault, copy)
+    config_text = rig.config.read_text().replace(str(rig.vault), str(copy))
+    config = tmp_path / "copy.toml"
+    config.write_text(config_text)
+    from pgvault import load_config
+    from pgvault.operations.pitr.plan import PitrRefused
+
+    # The segment the mark closed: after the backup's end, before the DELETE's segment.
+    before = int(story.lsn_before_delete.split("/")[1], 16) >> 20
+    victim = next(copy.rglob(f"00000001{0:08X}{before - 1:08X}"))
+    victim.unlink()
+    with pytest.raises(PitrRefused) as err:
+        restore_pitr(load_config(config), None, tmp_path / "d", build_target())
+    assert f"WAL segment {victim.name} is missing" in str(err.value)
+    from pgvault.operations.check import check
+
+    result = check(load_config(config))
+    broken = [p.message for p in result.problems if p.check == "pitr_window"]
+    assert broken and f"broken at {victim.name}" in broken[0]
+
+
+def test_list_shows_the_pitr_window(pitr_rig: Rig) -> None:
+    """pgvault list names the moments the base backup can reach, from its end on."""
+    rig, story = pitr_rig
+    shown = subprocess.run(
+        [sys.executable, "-m", "pgvault", "list", str(rig.config)], capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("PITR window"))
+    stopped = story.backup_stopped_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert "timeline 1:" in line and stopped in line and "(1 base backup(s))" in line
+
+
+def test_cli_refuses_a_non_empty_target_dir_and_replaces_it_when_told(
+    pitr_rig: Rig, tmp_path: Path
+) -> None:
+    """Without --delete-existing a non-empty folder is refused; with it (and --yes) replaced."""
+    rig, story = pitr_rig
+    data = restore_dir(rig, "cli")
+    data.mkdir(mode=0o700)
+    (data / "precious").write_text("x")
+    base = [
+        "restore",
+        str(rig.config),
+        "--target-dir",
+        str(data),
+        "--pgvault",
+        " ".join(rig.command),
+    ]
+    refused = subprocess.run(
+        [sys.executable, "-m", "pgvault", *base, "--target-name", story.mark],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1
+    assert "is not empty" in refused.stderr and "--delete-existing" in refused.stderr
+    assert (data / "precious").exists()
+    asked = subprocess.run(
+        [sys.executable, "-m", "pgvault", *base, "--target-name", story.mark, "--delete-existing"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert asked.returncode == 2 and "needs --yes" in asked.stderr
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pgvault", *base, "--target-name", story.mark),
+            *("--delete-existing", "--yes", "--start", "--port", str(free_port())),
+            *("--timeout", "120"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        assert done.returncode == 0, done.stderr
+        assert not (data / "precious").exists()
+        assert "recovery stopping at restore point" in done.stdout
+        assert "promoted to timeline 2" in done.stdout
+    finally:
+        _cleanup(rig, data)
+
+
+def test_the_restored_directory_matches_the_backup_manifest(pitr_rig: Rig) -> None:
+    """pg_verifybackup finds every file as the base backup recorded it (recovery files aside)."""
+    rig, _ = pitr_rig
+    data = restore_dir(rig, "verify")
+    try:
+        restore_pitr(rig.load(), None, data, build_target(immediate=True), command=rig.command)
+        checked = subprocess.run(
+            as_postgres(
+                [
+                    str(rig.cluster.bindir / "pg_verifybackup"),
+                    *("-n", "-i", "postgresql.auto.conf", "-i", "recovery.signal", str(data)),
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            cwd="/tmp",
+        )
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def test_a_drill_of_a_base_backup_recovers_checks_and_records_its_recovery_time(
+    pitr_rig: Rig,
+) -> None:
+    """pgvault drill restores the base backup, replays the archive to its end in a throwaway
+    cluster, runs the SQL checks there and records the result with the time it took."""
+    from pgvault import load_config
+    from pgvault.operations.drill import drill, last_drills
+    from pgvault.vault.contents import Vault
+    from tests.wal.conftest import chown_postgres
+
+    rig, story = pitr_rig
+    config = rig.folder / "drill.toml"
+    config.write_text(
+        rig.config.read_text()
+        + f'\n[drill]\npgvault = "{" ".join(rig.command)}"\n'
+        + f'[[drill.check]]\nsql = "SELECT count(*) FROM t"\nequals = {story.final_rows}\n'
+    )
+    chown_postgres(config)
+    loaded = load_config(config)
+    result = drill(loaded, story.backup_id)
+    assert result.ok, result.error
+    assert [c.value for c in result.checks] == [str(story.final_rows)]
+    assert result.duration_seconds > 0
+    recorded = last_drills(Vault.from_config(loaded))[0]
+    assert recorded["drill_id"] == result.drill_id and recorded["ok"] is True
+    assert "recovered to the end of the archive" in recorded["server"]
