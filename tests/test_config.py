@@ -262,3 +262,14 @@ def test_type_errors_of_secret_options_do_not_quote_the_value(tmp_path: Path) ->
     )
     message = error_of(tmp_path, sftp)
     assert "pw-s3cr3t" not in message and "must not hold a password" in message
+
+
+def test_a_config_given_another_sink_stores_there(tmp_path: Path) -> None:
+    """`attrs.evolve(config, sink=...)` (how an embedding application points a pipeline
+    elsewhere) moves the primary destination too: backups must not keep going to the old one."""
+    config = pgvault.load_config(write(tmp_path, GOOD))
+    elsewhere = LocalSink(path=tmp_path / "elsewhere")
+    moved = attrs.evolve(config, sink=elsewhere)
+    assert moved.destinations[0].sink is elsewhere
+    assert [d.sink for d in moved.destinations] == [elsewhere]
+    assert config.destinations[0].sink is config.sink

@@ -76,6 +76,19 @@ class PipelineConfig:
     """Every ``[[sink]]`` (or the one ``[sink]``), primary first; see
     :mod:`pgvault.sinks.destinations`."""
 
+    def __attrs_post_init__(self) -> None:
+        # ``sink`` is the primary destination's sink, whatever built this value: code that
+        # swaps it (``attrs.evolve(config, sink=...)``, as embedding applications and tests do)
+        # must not keep writing to the old primary through ``destinations``.
+        primary = self.destinations[0] if self.destinations else None
+        if primary is None:
+            fixed: tuple[Destination, ...] = (Destination(self.sink.type_name, self.sink),)
+        elif primary.sink is not self.sink:
+            fixed = (attrs.evolve(primary, sink=self.sink), *self.destinations[1:])
+        else:
+            return
+        object.__setattr__(self, "destinations", fixed)
+
     def destination(self, name: str) -> Destination:
         """The destination called ``name``; ConfigError naming the known ones otherwise."""
         for dest in self.destinations:
