@@ -12,7 +12,6 @@ agree; and, when the config has a ``[wal]`` table, the server archives to this v
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import re
 import secrets
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pgvault.exceptions import PgVaultError
+from pgvault.operations.check import Status
 
 if TYPE_CHECKING:
     import psycopg
@@ -37,14 +37,15 @@ CLOCK_WARN = timedelta(seconds=60)
 CLOCK_CRITICAL = timedelta(minutes=15)
 """S3 refuses requests signed more than 15 minutes off: CRITICAL."""
 
-
-class Status(enum.IntEnum):
-    """Nagios plugin status, as ``pgvault check`` uses it; the value is the exit code."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
+__all__ = [
+    "CLOCK_CRITICAL",
+    "CLOCK_WARN",
+    "DoctorResult",
+    "Finding",
+    "Status",
+    "doctor",
+    "doctor_config_error",
+]
 
 
 @attrs.frozen
