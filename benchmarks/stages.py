@@ -19,7 +19,6 @@ import os
 import pstats
 import re
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks.pipelines import write_config
+from benchmarks.run import make_key
 from pgvault.engine import flow
 
 
@@ -150,18 +151,15 @@ def main() -> int:
         print(f"{args.dataset}: {size / 1e9:.2f} GB on disk", file=sys.stderr)
         dsn = cluster.dsn("stages")
     try:
-        key = work / "k.key"
-        subprocess.run(
-            [sys.executable, "-m", "pgvault", "keygen", "--out", str(key)],
-            check=True,
-            capture_output=True,
-        )
-        cfg = work / "p.toml"
-        cfg.write_text(
-            f'name = "p"\n[source]\ntype = "pg_dump"\ndsn = "{dsn}"\n'
+        key = make_key(work)
+        if key is None:
+            raise SystemExit("benchmarks.stages needs the aes-256-gcm transform")
+        cfg = write_config(
+            work,
+            "p",
+            dsn,
             '[[transform]]\ntype = "zstd"\nlevel = 3\n'
-            f'[[transform]]\ntype = "aes-256-gcm"\nkey_file = "{key}"\n'
-            f'[sink]\ntype = "local"\npath = "{work / "vault"}"\n'
+            f'[[transform]]\ntype = "aes-256-gcm"\nkey_file = "{key}"\n',
         )
         for _ in range(args.reps):
             print(report(measure(cfg, profile=not args.no_profile, top=args.top)))
