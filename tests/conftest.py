@@ -187,6 +187,15 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture
+def files_source(tmp_path: Path) -> dict[str, Any]:
+    """A files source of one small folder (data/a.txt), as a [source] table for make_config."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("hello\n")
+    return {"type": "files", "paths": [str(data)]}
+
+
 def pgvault_cli(
     *args: str | Path, input: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

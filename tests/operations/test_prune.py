@@ -34,14 +34,6 @@ incomplete_grace = "1d"
 
 
 @pytest.fixture
-def files_source(tmp_path: Path) -> dict[str, Any]:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.txt").write_text("hello\n")
-    return {"type": "files", "paths": [str(data)]}
-
-
-@pytest.fixture
 def config(make_config: ConfigMaker, files_source: dict[str, Any]) -> pgvault.PipelineConfig:
     return pgvault.load_config(make_config(files_source, extra=RETENTION))
 

@@ -29,14 +29,6 @@ NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def files_source(tmp_path: Path) -> dict[str, Any]:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.txt").write_text("hello\n")
-    return {"type": "files", "paths": [str(data)]}
-
-
-@pytest.fixture
 def config_path(make_config: ConfigMaker, files_source: dict[str, Any]) -> Path:
     return make_config(files_source, extra=KEEP_LAST_2)
 
