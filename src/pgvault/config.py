@@ -40,6 +40,7 @@ from pgvault.settings import (
 from pgvault.sinks.api import Sink
 from pgvault.sinks.destinations import check_tier_policies, parse_destinations
 from pgvault.sources.api import Source
+from pgvault.sources.set import Member, SourceSet
 from pgvault.transforms.api import Transform
 from pgvault.transforms.digest import SUPPORTED as SUPPORTED_CHECKSUMS
 from pgvault.wal.settings import WalSettings
@@ -115,8 +116,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
             key="name",
         )
 
-    source_table = _table(data, "source", where, required=True)
-    source = _build("source", source_table, where, "source", base)
+    source = _source(data, where, base)
     destinations = parse_destinations(
         data.get("sink"),
         where,
@@ -176,7 +176,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
 
     return PipelineConfig(
         name=name,
-        source=typing.cast(Source, source),
+        source=source,
         sink=destinations[0].sink,
         destinations=destinations,
         transforms=tuple(typing.cast(Transform, t) for t in transforms),
@@ -192,6 +192,61 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
         wal=wal,
         hooks=hooks,
     )
+
+
+_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
+_NOT_IN_SETS = {"basebackup": "a base backup restores as a whole cluster, with its WAL"}
+
+
+def _source(data: Mapping[str, Any], where: str, base: Path) -> Source:
+    """The one ``[source]`` table, or the ``[[source]]`` tables of a backup set."""
+    raw = data.get("source")
+    if not isinstance(raw, list):
+        table = _table(data, "source", where, required=True)
+        return typing.cast(Source, _build("source", table, where, "source", base))
+    if not raw:
+        raise ConfigError("expected at least one [[source]] table", path=where, key="source")
+    members: list[Member] = []
+    for i, table in enumerate(raw):
+        key = f"source[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError("expected a table", path=where, key=key)
+        name = table.get("name")
+        if name is None:
+            raise ConfigError(
+                'missing key (each [[source]] of a set is a part with a name, e.g. name = "db")',
+                path=where,
+                key=f"{key}.name",
+            )
+        if not isinstance(name, str) or not _PART_RE.match(name):
+            raise ConfigError(
+                f"invalid part name {name!r}: use letters, digits, '_' and '-' (up to 60)",
+                path=where,
+                key=f"{key}.name",
+            )
+        if any(m.name == name for m in members):
+            raise ConfigError(
+                f"two [[source]] tables are called {name!r}", path=where, key=f"{key}.name"
+            )
+        options = {k: v for k, v in table.items() if k != "name"}
+        why = _NOT_IN_SETS.get(str(options.get("type")))
+        if why:
+            raise ConfigError(
+                f"a {options.get('type')} source cannot be part of a set ({why}); give it a "
+                "pipeline of its own",
+                path=where,
+                key=f"{key}.type",
+            )
+        source = typing.cast(Source, _build("source", options, where, key, base))
+        if getattr(source, "databases", ()):
+            raise ConfigError(
+                "a many-database dump cannot be part of a set (its databases are the parts); "
+                "give it a pipeline of its own",
+                path=where,
+                key=f"{key}.databases",
+            )
+        members.append(Member(name, source))
+    return SourceSet(tuple(members))
 
 
 def _table(data: Mapping[str, Any], key: str, where: str, *, required: bool) -> dict[str, Any]:

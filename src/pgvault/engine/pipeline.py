@@ -35,6 +35,7 @@ from pgvault.vault.contents import Vault
 from pgvault.vault.failures import record_failure
 from pgvault.vault.manifest import (
     MANIFEST_NAME,
+    PARTS_FORMAT,
     ArtifactRecord,
     Manifest,
     TransformRecord,
@@ -206,12 +207,16 @@ def _run(
                 raw_size=a.raw_size,
                 digests=a.digests.hexdigests(),
                 transform_params=_artifact_params(a),
+                part=a.stream.part,
             )
             for a in artifacts
         ),
         checksums=checksums,
         kind=kind,
         labels=labels,
+        # A backup of parts (a set, or many databases) must be refused by a pgvault that would
+        # read one part as the whole backup; every other manifest keeps the format it had.
+        format_version=PARTS_FORMAT if any(a.stream.part for a in artifacts) else 1,
     )
     # Last, on every destination, once every artifact is committed on each: the backup exists.
     targets.write_index(vault.artifact_key(backup_id, MANIFEST_NAME), manifest.to_json().encode())

@@ -42,6 +42,19 @@ def split_dsn(dsn: str, **overrides: str) -> tuple[str, dict[str, str]]:
     return clean, env
 
 
+def with_dbname(dsn: str, dbname: str) -> str:
+    """``dsn`` (URI or conninfo) as a conninfo string that connects to database ``dbname``; any
+    name, quotes and spaces included, is passed as it is."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(
+            f"invalid PostgreSQL connection string: {conninfo_problem(exc)}"
+        ) from None
+    params["dbname"] = dbname
+    return pg_conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
 def check_dsn(dsn: str) -> None:
     """Raise ValueError (never quoting ``dsn``) if it is not a valid URI or conninfo string."""
     try:

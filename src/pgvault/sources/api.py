@@ -20,6 +20,8 @@ The contract the pipeline relies on, and every source must keep:
 from __future__ import annotations
 
 import abc
+import hashlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,6 +46,31 @@ class SourceStream:
     name: str
     chunks: Iterator[bytes]
     role: str = "main"
+    part: str = ""
+    """The part of a backup set the stream belongs to (a ``[[source]]``'s ``name``, or one
+    database of a many-database dump), recorded on its artifact; ``""`` for a single-source
+    backup and for streams every part shares (the cluster's globals)."""
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def part_prefix(part: str, taken: set[str]) -> str:
+    """The artifact-name prefix of part ``part`` (``media`` → ``media.``), unique among
+    ``taken`` (which it joins).
+
+    A part name that is not a plain file name (a database called ``Sales Q1`` or ``a/b``) is
+    reduced to its safe characters plus a short digest of the whole name, so two names that
+    reduce alike still get two prefixes, and artifact paths stay plain names on every sink.
+    """
+    safe = _UNSAFE.sub("_", part)[:60].strip("_") or "part"
+    stem = safe if safe == part else f"{safe}-{hashlib.sha256(part.encode()).hexdigest()[:8]}"
+    candidate, n = stem, 1
+    while candidate.lower() in taken:
+        n += 1
+        candidate = f"{stem}-{n}"
+    taken.add(candidate.lower())
+    return candidate + "."
 
 
 class SourceRun(abc.ABC):

@@ -12,16 +12,20 @@ main archive keeps the schema, the other tables' data, sequences and large objec
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
+import os
 import re
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import attrs
 import psycopg
+from psycopg import conninfo as pg_conninfo
 
 from pgvault.exceptions import SourceError
 from pgvault.postgres.client import (
@@ -36,10 +40,12 @@ from pgvault.postgres.client import (
     quote_ident,
     split_dsn,
     tool_version,
+    with_dbname,
 )
 from pgvault.postgres.database import read_database_facts
 from pgvault.postgres.globals import GLOBALS_END, GLOBALS_ROLE, GLOBALS_STREAM
 from pgvault.sources.api import CHUNK_SIZE, Source, SourceRun, SourceStream
+from pgvault.sources.databases import ManyDatabasesRun
 
 log = logging.getLogger("pgvault.sources.pg_dump")
 
@@ -86,22 +92,42 @@ class PgDumpSource(Source):
     lock_wait_timeout: str | None = None
     globals: bool = True
     role_passwords: bool = False
+    databases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    exclude_databases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     def __attrs_post_init__(self) -> None:
         try:
             check_dsn(self.dsn)
         except ValueError as exc:
             raise ValueError(f"dsn: {exc}") from None
-        if self.jobs > 1 and self.format != "custom":
+        if self.exclude_databases and not self.databases:
+            raise ValueError("exclude_databases needs databases (e.g. databases = ['*'])")
+        if self.jobs > 1 and self.format != "custom" and not self.databases:
             raise ValueError("jobs > 1 needs format = 'custom' (parallel parts restore by section)")
 
     def describe(self) -> str:
         from pgvault.postgres.client import describe_dsn
 
+        if self.databases:
+            return f"pg_dump of databases {', '.join(self.databases)} on {describe_dsn(self.dsn)}"
         return f"pg_dump of {describe_dsn(self.dsn)}"
 
     def start(self) -> SourceRun:
+        if self.databases:
+            return _start_many(self)
         return _PgDumpRun(self)
+
+    def for_database(self, name: str) -> PgDumpSource:
+        """This source narrowed to one database of a many-database dump: what that database's
+        part is dumped (and restored, and safety-backed-up) with."""
+        return attrs.evolve(
+            self,
+            dsn=with_dbname(self.dsn, name),
+            databases=(),
+            exclude_databases=(),
+            jobs=1,
+            globals=False,
+        )
 
     @classmethod
     def check_stream(
@@ -286,8 +312,11 @@ class _PgDumpRun(SourceRun):
         # Hold one snapshot open for the whole run: pg_dump imports it and the counts use it.
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
-            snap = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            # The snapshot is taken by this, the transaction's first statement: its start is
+            # the moment the dump shows (recorded beside a set's file times).
+            snap = conn.execute("SELECT pg_export_snapshot(), statement_timestamp()").fetchone()
             self._snapshot: str | None = str(snap[0]) if snap else None
+            self._snapshot_at = _iso_utc(snap[1]) if snap else None
         except psycopg.Error as exc:
             # Standbys before PostgreSQL 10 cannot export snapshots: dump anyway, counts are close.
             log.warning(
@@ -296,6 +325,8 @@ class _PgDumpRun(SourceRun):
             conn.execute("ROLLBACK")
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             self._snapshot = None
+            at = conn.execute("SELECT statement_timestamp()").fetchone()
+            self._snapshot_at = _iso_utc(at[0]) if at else None
 
         try:
             self._tables = self._list_tables()
@@ -430,10 +461,14 @@ class _PgDumpRun(SourceRun):
             argv += [f"--table={t.pattern}" for t in part]
             self._spawn(f"data-{i:02d}.pgdump", "data", argv, env)
         if self._globals is not None:
-            argv = [self._dumpall, f"--dbname={conninfo}", "--no-password", "--globals-only"]
-            if not self._globals["role_passwords"]:
-                argv.append("--no-role-passwords")
-            self._spawn(GLOBALS_STREAM, GLOBALS_ROLE, argv, env, binary=self._dumpall)
+            self._spawn_globals(conninfo, env)
+
+    def _spawn_globals(self, conninfo: str, env: dict[str, str]) -> None:
+        assert self._globals is not None
+        argv = [self._dumpall, f"--dbname={conninfo}", "--no-password", "--globals-only"]
+        if not self._globals["role_passwords"]:
+            argv.append("--no-role-passwords")
+        self._spawn(GLOBALS_STREAM, GLOBALS_ROLE, argv, env, binary=self._dumpall)
 
     def _globals_choice(self) -> dict[str, Any]:
         """The manifest's ``globals`` record, deciding on passwords before anything runs:
@@ -547,6 +582,7 @@ class _PgDumpRun(SourceRun):
             "format": src.format,
             "jobs": src.jobs,
             "snapshot": self._snapshot is not None,
+            **({"snapshot_at": self._snapshot_at} if self._snapshot_at else {}),
             "schemas": list(src.schemas),
             "exclude_schemas": list(src.exclude_schemas),
             "exclude_tables": list(src.exclude_tables),
@@ -577,6 +613,107 @@ class _PgDumpRun(SourceRun):
         with contextlib.suppress(psycopg.Error):
             self._conn.cancel()  # a count(*) may still be running
         self._conn.close()
+
+
+class _GlobalsRun(_PgDumpRun):
+    """Only the cluster's globals (``pg_dumpall --globals-only``), for a many-database dump,
+    which stores them once for all its databases."""
+
+    def _prepare(self) -> None:
+        self._server_version_num = self._conn.info.server_version
+        major = self._server_version_num // 10000
+        self._binary = find_binary("pg_dump", server_major=major, configured=self._source.pg_dump)
+        self._globals = self._globals_choice()
+        self._spawn_globals(*split_dsn(self._source.dsn))
+
+    def metadata(self) -> dict[str, Any]:
+        return {"globals": self._globals}
+
+
+def _start_many(source: PgDumpSource) -> SourceRun:
+    """Start a dump of every database ``source.databases`` chooses (see
+    :mod:`pgvault.sources.databases`): the globals once, then each database in its own
+    snapshot, ``jobs`` at a time."""
+    maintenance = source.dsn if _has_dbname(source.dsn) else with_dbname(source.dsn, "postgres")
+    with connect(maintenance) as conn:
+        version_num = conn.info.server_version
+        row = conn.execute("SELECT current_setting('server_version')").fetchone()
+        server_version = str(row[0]) if row else ""
+        rows = conn.execute(
+            "SELECT datname, pg_database_size(oid) FROM pg_database "
+            "WHERE NOT datistemplate AND datallowconn AND has_database_privilege(oid, 'CONNECT') "
+            "ORDER BY datname"
+        ).fetchall()
+    sizes = {str(name): int(str(size)) for name, size in rows}
+    names = choose_databases(list(sizes), source.databases, source.exclude_databases)
+    binary = find_binary("pg_dump", server_major=version_num // 10000, configured=source.pg_dump)
+    metadata = {
+        "databases": names,
+        "database_patterns": list(source.databases),
+        "exclude_databases": list(source.exclude_databases),
+        "server_version": server_version,
+        "server_version_num": version_num,
+        "pg_dump_version": tool_version(binary),
+        "format": source.format,
+        "jobs": source.jobs,
+    }
+    shared = _GlobalsRun(attrs.evolve(source, dsn=maintenance)) if source.globals else None
+    # Largest first: with jobs at a time, a big database started last would set the run's end.
+    order = sorted(names, key=lambda n: (-sizes[n], n))
+    return ManyDatabasesRun(
+        names,
+        order,
+        lambda name: _PgDumpRun(source.for_database(name)),
+        STREAM_NAMES[source.format],
+        source.jobs,
+        shared,
+        metadata,
+    )
+
+
+def choose_databases(
+    present: Sequence[str], wanted: Sequence[str], excluded: Sequence[str]
+) -> list[str]:
+    """The databases of ``present`` that ``wanted`` names and ``excluded`` does not, in order.
+
+    Entries are database names as they are (case-sensitive, no quoting), where ``*`` and ``?``
+    are wildcards. A name without wildcards that is not present (or not connectable) is an
+    error, as is a choice that leaves nothing to dump.
+    """
+    for name in wanted:
+        if not _is_pattern(name) and name not in present:
+            raise SourceError(
+                f"source.databases: database {name!r} does not exist on the server "
+                "(or is a template, or does not allow connections)"
+            )
+    chosen = [
+        db
+        for db in present
+        if any(fnmatch.fnmatchcase(db, w) for w in wanted)
+        and not any(fnmatch.fnmatchcase(db, x) for x in excluded)
+    ]
+    if not chosen:
+        raise SourceError("source.databases: no database to dump (all excluded, or none match)")
+    return chosen
+
+
+def _is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+def _has_dbname(dsn: str) -> bool:
+    try:
+        return bool(pg_conninfo.conninfo_to_dict(dsn).get("dbname")) or bool(
+            os.environ.get("PGDATABASE")
+        )
+    except psycopg.ProgrammingError:
+        return False
+
+
+def _iso_utc(value: object) -> str | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _sibling(binary: str, name: str, configured: str | None, version_num: int) -> str:

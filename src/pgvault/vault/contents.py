@@ -45,6 +45,7 @@ from pgvault.sinks.api import Sink
 from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
 from pgvault.transforms.digest import MD5_SIDECAR, Digests
 from pgvault.vault.manifest import MANIFEST_NAME, Manifest, future_dated, id_time
+from pgvault.vault.parts import part_view
 
 if TYPE_CHECKING:
     from pgvault.pipeline_config import PipelineConfig
@@ -434,9 +435,15 @@ class Vault:
                 if deep:
                     chunks = self.decoded(manifest, art.path, context)
                     note = None
-                    if source_cls:
+                    # A part's artifact is checked as its own source's format (a set's database
+                    # dump by pg_dump's rules, its files by the files source's).
+                    check_cls, metadata = source_cls, manifest.source
+                    if deep and art.part:
+                        view = part_view(manifest, art.part)
+                        check_cls, metadata = _source_class(view), view.source
+                    if check_cls:
                         try:
-                            note = source_cls.check_stream(manifest.source, art.role, chunks)
+                            note = check_cls.check_stream(metadata, art.role, chunks)
                         except PgVaultError as failure:
                             raise_if_damaged(chunks, failure)
                             raise

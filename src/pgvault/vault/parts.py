@@ -92,3 +92,36 @@ def _unknown(manifest: Manifest, name: str) -> ConfigError:
     return ConfigError(
         f"backup {manifest.backup_id} has no part {name!r}; its parts: {', '.join(names)}"
     )
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    """A manifest ``source`` table in a few words, as ``list`` shows it: ``pg_dump app
+    (custom)``, ``files: 12 files``, ``set: db, media``, ``pg_dump 20 databases (custom)``."""
+    kind = str(source.get("type", "?"))
+    parts = source.get("parts")
+    if isinstance(parts, list) and parts:
+        names = [str(p.get("name", "?")) for p in parts if isinstance(p, dict)]
+        if kind == "pg_dump":
+            return f"pg_dump {len(names)} databases ({source.get('format', '?')})"
+        return f"{kind}: {', '.join(names)}"
+    if kind == "pg_dump":
+        return f"pg_dump {source.get('database', '?')} ({source.get('format', '?')})"
+    if kind == "files":
+        return f"files: {source.get('files', '?')} files"
+    return kind
+
+
+def part_lines(manifest: Manifest) -> list[str]:
+    """One line per part for ``show``: its name, what it is, its stored size and when it was
+    caught (a dump's snapshot time, a file set's reading time)."""
+    lines = []
+    for record in part_records(manifest):
+        name = str(record["name"])
+        size = sum(a.size for a in manifest.artifacts if a.part == name)
+        what = describe_source({k: v for k, v in record.items() if k != "name"})
+        if record.get("snapshot_at"):
+            when = f"snapshot {record['snapshot_at']}"
+        else:
+            when = f"read {record.get('started_at', '?')} .. {record.get('finished_at', '?')}"
+        lines.append(f"{name}: {what}, {size} bytes stored, {when}")
+    return lines

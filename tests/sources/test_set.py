@@ -1,0 +1,193 @@
+"""Backup sets: a database and two folders in one backup with one manifest, read back whole and
+in part; a failing part (a folder gone, pg_dump killed) leaves no backup listed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pgvault
+from pgvault.testing import PostgresCluster
+from pgvault.vault.parts import part_names, part_view
+from tests.conftest import pgvault_cli, toml_value
+from tests.sources.test_pg_dump import _pg_dump_pids, assert_nothing_left, run_gated
+
+DB = "set_app"
+
+
+@pytest.fixture(scope="module")
+def set_db(pg_cluster: PostgresCluster) -> str:
+    """A database of the session cluster with two tables, one large enough (about 20 MB of
+    dump) that pg_dump is still writing while a test holds the stream."""
+    if DB not in pg_cluster.databases():
+        pg_cluster.create_database(DB)
+        pg_cluster.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text);"
+            "INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 500) i;"
+            "CREATE TABLE filler AS SELECT i, md5(i::text) || repeat('x', 160) AS pad "
+            "FROM generate_series(1, 100000) AS i;",
+            DB,
+        )
+    return pg_cluster.dsn(DB)
+
+
+def _folders(tmp_path: Path) -> tuple[Path, Path]:
+    media, conf = tmp_path / "srv" / "media", tmp_path / "etc" / "app"
+    (media / "img").mkdir(parents=True)
+    conf.mkdir(parents=True)
+    (media / "img" / "a.png").write_bytes(os.urandom(5000))
+    (media / "b.txt").write_text("media\n")
+    (conf / "app.ini").write_text("[app]\nkey = 1\n")
+    return media, conf
+
+
+def write_set_config(tmp_path: Path, sources: list[dict[str, Any]], name: str = "set") -> Path:
+    """A pipeline with ``[[source]]`` tables (each with its ``name``), zstd, a local sink."""
+    lines = [f"name = {toml_value(name)}", 'checksums = ["sha256", "md5"]']
+    for source in sources:
+        lines.append("[[source]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in source.items()]
+    lines += ["[[transform]]", 'type = "zstd"', "level = 3"]
+    lines += ["[sink]", 'type = "local"', f"path = {toml_value(str(tmp_path / 'vault'))}"]
+    path = tmp_path / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _three(tmp_path: Path, dsn: str) -> Path:
+    media, conf = _folders(tmp_path)
+    return write_set_config(
+        tmp_path,
+        [
+            {"name": "db", "type": "pg_dump", "dsn": dsn, "count_tables": ["*"]},
+            {"name": "media", "type": "files", "paths": [str(media)]},
+            {"name": "config", "type": "files", "paths": [str(conf)]},
+        ],
+    )
+
+
+def test_set_is_one_backup_with_one_manifest_and_parts(set_db: str, tmp_path: Path) -> None:
+    """A database and two folders become one backup: one manifest (format 2) whose artifacts
+    name their part, each part's metadata with its times (the dump's snapshot time beside the
+    file sets'); a part reads as a single-source backup."""
+    path = _three(tmp_path, set_db)
+    config = pgvault.load_config(path)
+    manifest = pgvault.run(config)
+
+    assert manifest.format_version == 2 and manifest.source_type == "set"
+    assert part_names(manifest) == ["db", "media", "config"]
+    assert {a.path: a.part for a in manifest.artifacts} == {
+        "db.dump.pgdump.zst": "db",
+        "db.globals.sql.zst": "db",
+        "media.files.tar.zst": "media",
+        "config.files.tar.zst": "config",
+    }
+    db, media = part_view(manifest, "db"), part_view(manifest, "media")
+    assert db.source["database"] == DB and db.source["snapshot_at"].endswith("Z")
+    assert {t["name"]: t["rows"] for t in db.source["tables"]}["items"] == 500
+    assert media.source["type"] == "files" and media.source["files"] == 2
+    assert media.source["started_at"] <= media.source["finished_at"]
+
+    stored = pgvault.Vault.from_config(config).manifest(manifest.backup_id)
+    assert stored == manifest
+    raw = json.loads(
+        (tmp_path / "vault" / "set" / "backups")
+        .joinpath(manifest.backup_id, "manifest.json")
+        .read_text()
+    )
+    assert raw["format_version"] == 2 and raw["source"]["parts"][1]["name"] == "media"
+    md5sums = (tmp_path / "vault" / "set" / "backups" / manifest.backup_id / "MD5SUMS").read_text()
+    assert len(md5sums.splitlines()) == 4
+
+    verify = pgvault_cli("verify", path, manifest.backup_id, "--deep")
+    assert verify.returncode == 0, verify.stderr
+    assert "pg_restore --list" in verify.stdout
+
+
+def test_export_part_writes_that_part(set_db: str, tmp_path: Path) -> None:
+    """export --part media writes the media tar alone (with its MD5SUMS); the tar holds the
+    folder's files."""
+    path = _three(tmp_path, set_db)
+    manifest = pgvault.run(pgvault.load_config(path))
+    out = tmp_path / "out"
+    done = pgvault_cli("export", path, manifest.backup_id, "--part", "media", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["MD5SUMS", "media.files.tar"]
+    with tarfile.open(out / "media.files.tar") as tar:
+        assert any(n.endswith("media/img/a.png") for n in tar.getnames())
+    bad = pgvault_cli(
+        "export", path, manifest.backup_id, "--part", "logs", "--out", tmp_path / "o2"
+    )
+    assert bad.returncode != 0 and "its parts: db, media, config" in bad.stderr
+
+
+def test_missing_folder_fails_the_set_and_stops_the_dump(set_db: str, tmp_path: Path) -> None:
+    """A part whose folder is gone fails the run naming it; the database part already started is
+    stopped (no pg_dump left behind) and no backup is listed."""
+    path = _three(tmp_path, set_db)
+    (tmp_path / "etc" / "app" / "app.ini").unlink()
+    (tmp_path / "etc" / "app").rmdir()
+    config = pgvault.load_config(path)
+    with pytest.raises(pgvault.SourceError, match="etc/app is not a folder"):
+        pgvault.run(config)
+    assert_nothing_left(config)
+    port = int(set_db.rsplit(":", 1)[1].split("/")[0])
+    assert _pg_dump_pids(port) == []
+
+
+def test_killed_pg_dump_fails_the_whole_set(set_db: str, tmp_path: Path) -> None:
+    """pg_dump killed while the folders stream too: the run fails naming the signal, and neither
+    the folders' artifacts nor a manifest stay."""
+    config = pgvault.load_config(_three(tmp_path, set_db))
+    port = int(set_db.rsplit(":", 1)[1].split("/")[0])
+
+    def kill() -> None:
+        pids = _pg_dump_pids(port)
+        assert pids, "pg_dump process not found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+    error = run_gated(config, kill)
+    assert isinstance(error, pgvault.SourceError)
+    assert "pg_dump was killed by SIGKILL" in str(error)
+    assert_nothing_left(config)
+
+
+@pytest.mark.parametrize(
+    ("sources", "key", "message"),
+    [
+        ([{"type": "files", "paths": ["."]}], "source[0].name", "each [[source]] of a set"),
+        (
+            [{"name": "a", "type": "files", "paths": ["."]}] * 2,
+            "source[1].name",
+            "two [[source]] tables are called 'a'",
+        ),
+        ([{"name": "a b", "type": "files", "paths": ["."]}], "source[0].name", "invalid part"),
+        (
+            [{"name": "db", "type": "pg_dump", "databases": ["*"]}],
+            "source[0].databases",
+            "many-database dump cannot be part of a set",
+        ),
+        (
+            [{"name": "base", "type": "basebackup"}],
+            "source[0].type",
+            "basebackup source cannot be part of a set",
+        ),
+    ],
+    ids=["no-name", "duplicate", "bad-name", "many-databases", "basebackup"],
+)
+def test_bad_set_configs_name_the_key(
+    tmp_path: Path, sources: list[dict[str, Any]], key: str, message: str
+) -> None:
+    """Every mistake in a set's [[source]] tables is one error naming the file and key."""
+    path = write_set_config(tmp_path, sources)
+    with pytest.raises(pgvault.ConfigError) as info:
+        pgvault.load_config(path)
+    assert key in str(info.value) and message in str(info.value)
+    assert str(path) in str(info.value)
