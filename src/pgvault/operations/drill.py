@@ -26,6 +26,7 @@ import psycopg
 from pgvault.exceptions import PgVaultError, RestoreError
 from pgvault.observability import REPORTED
 from pgvault.operations.restore.database import ValidationReport, restore_database
+from pgvault.operations.restore.parts import first_database_part
 from pgvault.operations.restore.target import DatabaseTarget, drop_database_quietly
 from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
@@ -36,6 +37,7 @@ from pgvault.sources.pg_dump import server_major
 from pgvault.transforms.api import DecodeContext
 from pgvault.vault.contents import Vault
 from pgvault.vault.manifest import Manifest, utc_now
+from pgvault.vault.parts import has_parts
 
 if TYPE_CHECKING:
     from pgvault.pipeline_config import PipelineConfig
@@ -167,6 +169,8 @@ def drill(
     settings: DrillSettings = getattr(config, "drill", None) or DrillSettings()
     vault = Vault.from_config(config)
     manifest = vault.manifest(ref)
+    if has_parts(manifest):  # a set or many databases: its first database (docs/storage.md)
+        config, manifest = first_database_part(config, manifest)
     physical = manifest.source_type == "basebackup"  # point-in-time recovery (issue 14)
     if manifest.source_type != "pg_dump" and not physical:
         raise RestoreError(
