@@ -43,6 +43,8 @@ import psycopg
 
 from pgvault.exceptions import ObjectNotFoundError, PgVaultError, RunLockedError
 from pgvault.postgres.client import connect
+from pgvault.sources.api import Source
+from pgvault.sources.set import SourceSet
 from pgvault.vault.contents import Vault
 from pgvault.vault.manifest import utc_now
 
@@ -162,8 +164,8 @@ def run_lock(
     """
     vault = Vault.from_config(config)
     with contextlib.ExitStack() as stack:
-        dsn = getattr(config.source, "dsn", None)
-        if config.source.type_name == "pg_dump" and isinstance(dsn, str):
+        dsn = _lock_dsn(config.source)
+        if dsn is not None:
             stack.enter_context(_advisory_lock(config, vault, dsn, kind))
         lease = Lease(
             kind=kind,
@@ -176,6 +178,16 @@ def run_lock(
         )
         stack.enter_context(_vault_lease(vault, lease))
         yield
+
+
+def _lock_dsn(source: Source) -> str | None:
+    """Where the advisory lock is taken: a pg_dump source's server (a set's first pg_dump
+    part's); None for sources without one (files), which rely on the lease alone."""
+    if isinstance(source, SourceSet):
+        firsts = (m.source for m in source.members if m.source.type_name == "pg_dump")
+        source = next(firsts, source)
+    dsn = getattr(source, "server_dsn", None) or getattr(source, "dsn", None)
+    return dsn if source.type_name == "pg_dump" and isinstance(dsn, str) else None
 
 
 @contextlib.contextmanager

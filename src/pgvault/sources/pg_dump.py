@@ -117,6 +117,16 @@ class PgDumpSource(Source):
             return _start_many(self)
         return _PgDumpRun(self)
 
+    @property
+    def server_dsn(self) -> str:
+        """The DSN pgvault uses for the server as a whole (the run lock; listing the databases
+        and reading the globals of a many-database dump): ``dsn``, but for a many-database dump
+        whose ``dsn`` names no database, ``postgres`` rather than libpq's default (the user's
+        name), which rarely exists."""
+        if self.databases and not _has_dbname(self.dsn):
+            return with_dbname(self.dsn, "postgres")
+        return self.dsn
+
     def for_database(self, name: str) -> PgDumpSource:
         """This source narrowed to one database of a many-database dump: what that database's
         part is dumped (and restored, and safety-backed-up) with."""
@@ -634,7 +644,7 @@ def _start_many(source: PgDumpSource) -> SourceRun:
     """Start a dump of every database ``source.databases`` chooses (see
     :mod:`pgvault.sources.databases`): the globals once, then each database in its own
     snapshot, ``jobs`` at a time."""
-    maintenance = source.dsn if _has_dbname(source.dsn) else with_dbname(source.dsn, "postgres")
+    maintenance = source.server_dsn
     with connect(maintenance) as conn:
         version_num = conn.info.server_version
         row = conn.execute("SELECT current_setting('server_version')").fetchone()
