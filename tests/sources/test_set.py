@@ -128,11 +128,15 @@ def test_export_part_writes_that_part(set_db: str, tmp_path: Path) -> None:
 
 
 def test_missing_folder_fails_the_set_and_stops_the_dump(set_db: str, tmp_path: Path) -> None:
-    """A part whose folder is gone fails the run naming it; the database part already started is
-    stopped (no pg_dump left behind) and no backup is listed."""
+    """A part whose folder is gone fails the run naming it (doctor names the part first); the
+    database part already started is stopped (no pg_dump left behind) and no backup is
+    listed."""
     path = _three(tmp_path, set_db)
     (tmp_path / "etc" / "app" / "app.ini").unlink()
     (tmp_path / "etc" / "app").rmdir()
+    doctor = pgvault_cli("doctor", path)
+    assert "config: source" in doctor.stdout and "not folders" in doctor.stdout
+    assert "db: database" in doctor.stdout and doctor.returncode != 0
     config = pgvault.load_config(path)
     with pytest.raises(pgvault.SourceError, match="etc/app is not a folder"):
         pgvault.run(config)

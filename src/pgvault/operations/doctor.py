@@ -115,8 +115,15 @@ def _one_line(exc: BaseException) -> str:
 
 def _source_checks(config: PipelineConfig, clock: Callable[[], datetime]) -> list[Finding]:
     from pgvault.sources.pg_dump import PgDumpSource
+    from pgvault.sources.set import SourceSet
 
     source = config.source
+    if isinstance(source, SourceSet):  # each part checked as its own source, named by its part
+        return [
+            attrs.evolve(f, name=f"{m.name}: {f.name}")
+            for m in source.members
+            for f in _source_checks(attrs.evolve(config, source=m.source), clock)
+        ]
     if not isinstance(source, PgDumpSource):
         missing = [str(p) for p in getattr(source, "paths", ()) if not Path(p).is_dir()]
         if missing:
