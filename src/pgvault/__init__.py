@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from pgvault.operations.drill import DrillResult, drill
     from pgvault.operations.prune import PruneResult, prune
     from pgvault.operations.restore.database import RestoreResult, restore
+    from pgvault.operations.restore.options import RestoreOptions
     from pgvault.pipeline_config import PipelineConfig
     from pgvault.plugin.hookspecs import hookimpl
     from pgvault.settings import CheckThresholds, DrillSettings, RestoreSettings, RetentionPolicy
@@ -101,6 +102,7 @@ _WHERE: dict[str, str] = {
     "PruneResult": "pgvault.operations.prune",
     "restore": "pgvault.operations.restore.database",
     "RestoreResult": "pgvault.operations.restore.database",
+    "RestoreOptions": "pgvault.operations.restore.options",
     "hookimpl": "pgvault.plugin.hookspecs",
     "CheckThresholds": "pgvault.settings",
     "DrillSettings": "pgvault.settings",
@@ -147,6 +149,7 @@ __all__ = [
     "Progress",
     "PruneResult",
     "RestoreError",
+    "RestoreOptions",
     "RestoreResult",
     "RestoreSettings",
     "RetentionPlan",

@@ -140,7 +140,7 @@ def test_parallel_restore_gives_pg_restore_the_data_offsets(
     reads it, and restores."""
     config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)}))
     pgvault.run(config)
-    restore_module = sys.modules["pgvault.operations.restore.database"]
+    restore_module = sys.modules["pgvault.operations.restore.loading"]
     fill = restore_module.fill_data_offsets
     work_files: list[tuple[bool, set[int]]] = []
 

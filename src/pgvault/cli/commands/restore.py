@@ -14,6 +14,7 @@ from pgvault.exceptions import Aborted, ConfigError
 from pgvault.operations.pitr import cli as pitr_cli
 from pgvault.operations.restore.database import list_archive
 from pgvault.operations.restore.database import restore as restore_backup
+from pgvault.operations.restore.options import RestoreOptions
 from pgvault.operations.thaw import ThawOptions
 from pgvault.vault.contents import Vault
 
@@ -41,25 +42,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         result = restore_backup(
             config,
             args.backup,
+            _options(args),
             target_db=args.target_db,
             target_dir=args.target_dir,
             dsn=args.dsn,
             before=args.before,
-            jobs=args.jobs,
-            drop_existing=args.drop_existing,
-            no_owner=args.no_owner,
-            no_privileges=args.no_privileges,
-            role=args.role,
-            tables=tuple(args.table),
-            schemas=tuple(args.schema),
-            create_roles=not args.no_roles,
-            tablespace_map=dict(args.tablespace_map),
-            no_tablespaces=args.no_tablespaces,
-            subscriptions=args.subscriptions,
-            locale=args.locale,
-            work_dir=args.work_dir,
-            identities=tuple(args.identity),
-            allow_outside_symlinks=args.allow_outside_symlinks,
             progress=progress,
             source=args.source,
             thaw=ThawOptions(args.thaw_days, args.thaw_speed, wait=args.wait)
@@ -81,6 +68,27 @@ def cmd_restore(args: argparse.Namespace) -> int:
         exact = sum(1 for t in tables if t.exact)
         print(f"validated {len(tables)} table(s) against the manifest ({exact} counted exactly)")
     return EXIT_OK
+
+
+def _options(args: argparse.Namespace) -> RestoreOptions:
+    """The restore's choices, as given on the command line."""
+    return RestoreOptions(
+        jobs=args.jobs,
+        drop_existing=args.drop_existing,
+        no_owner=args.no_owner,
+        no_privileges=args.no_privileges,
+        role=args.role,
+        tables=tuple(args.table),
+        schemas=tuple(args.schema),
+        create_roles=not args.no_roles,
+        tablespace_map=dict(args.tablespace_map),
+        no_tablespaces=args.no_tablespaces,
+        subscriptions=args.subscriptions,
+        locale=args.locale,
+        work_dir=args.work_dir,
+        identities=tuple(args.identity),
+        allow_outside_symlinks=args.allow_outside_symlinks,
+    )
 
 
 def _confirm_drop(name: str) -> None:
