@@ -174,7 +174,7 @@ def run_lock(
             expires_at=utc_now() + timedelta(seconds=LEASE_SECONDS),
             token=secrets.token_hex(8),
         )
-        stack.enter_context(_vault_lease(vault, lease))
+        stack.enter_context(vault_lease(vault, lease))
         yield
 
 
@@ -244,7 +244,9 @@ def _read_lease(vault: Vault, key: str) -> Lease | None:
 
 
 @contextlib.contextmanager
-def _vault_lease(vault: Vault, lease: Lease) -> Iterator[None]:
+def vault_lease(vault: Vault, lease: Lease) -> Iterator[None]:
+    """Hold ``lease`` in ``vault`` for the ``with`` block: taken (or a stale one taken over),
+    renewed in the background, given back at the end; raises if another holds it."""
     key = lease_key(vault.name, lease.kind)
     _take(vault, key, lease)
     _ACTIVE.add(lease.token)
@@ -356,3 +358,6 @@ def _utc(dt: datetime) -> datetime:
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_vault_lease = vault_lease  # its private name, for code not yet updated (other branches)

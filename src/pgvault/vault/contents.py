@@ -353,7 +353,7 @@ class Vault:
                 raise IntegrityError(
                     f"backup {manifest.backup_id}: artifact {path}: missing", artifact=path
                 ) from None
-            _check_digests(manifest, art.path, art.size, art.digests, digests)
+            check_digests(manifest, art.path, art.size, art.digests, digests)
             stored.close()
 
         flow.spawn(f"fetch-{path}", read)
@@ -468,7 +468,7 @@ class Vault:
                             "be re-read until it is restored (thawed)"
                         )
                         continue
-                    _check_digests(manifest, art.path, art.size, art.digests, digests)
+                    check_digests(manifest, art.path, art.size, art.digests, digests)
             except ObjectNotFoundError:
                 problems.append(VerifyProblem(art.path, "missing"))
             except PgVaultError as exc:
@@ -569,13 +569,15 @@ def _decode(codec: Codec, inp: Channel, out: Channel, path: str) -> None:
         raise
 
 
-def _check_digests(
+def check_digests(
     manifest: Manifest,
     path: str,
     size: int,
     expected: dict[str, str],
     digests: Digests,
 ) -> None:
+    """Raise :class:`IntegrityError` unless ``digests`` (of the bytes read of artifact ``path``)
+    match the ``size`` and ``expected`` digests ``manifest`` recorded for it."""
     if digests.size != size:
         raise IntegrityError(
             f"backup {manifest.backup_id}: artifact {path}: {digests.size} bytes stored, "
@@ -604,3 +606,6 @@ def _source_class(manifest: Manifest) -> Any:
 def latest_first(manifests: Sequence[Manifest]) -> list[Manifest]:
     """``manifests`` sorted newest first (by start time, then id)."""
     return sorted(manifests, key=lambda m: (m.started_at, m.backup_id), reverse=True)
+
+
+_check_digests = check_digests  # its private name, for code not yet updated (other branches)
