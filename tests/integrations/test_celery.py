@@ -237,10 +237,13 @@ class GateLock:
         self.conn.close()
 
 
-def test_beat_schedule_sends_a_backup_that_lands_in_the_vault(fleet: Rig) -> None:
+def test_beat_schedule_sends_a_backup_that_lands_in_the_vault(
+    fleet: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real ``celery beat`` built from the config's ``[schedule] backup = "* * * * *"`` sends
     the backup, found by name on the workers' search path, and a worker stores it."""
     config = fleet.config("beatapp", '[schedule]\nbackup = "* * * * *"\ntimeout = "10m"\n')
+    monkeypatch.setenv("PGVAULT_CONFIG_PATH", str(fleet.folder))
     entries = beat_schedule_for(["beatapp"], queue=fleet.queue)
     assert list(entries) == ["pgvault backup beatapp"]
     entry = entries["pgvault backup beatapp"]
