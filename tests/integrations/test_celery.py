@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 import pgvault
-from pgvault.integrations.celery import beat_schedule_for, make_app
+from pgvault.integrations.celery import PgVaultTaskError, beat_schedule_for, make_app
 from pgvault.testing import PostgresCluster
 from tests.conftest import render_config
 
@@ -332,3 +332,33 @@ def pgvault_lease_pid(lease: Path) -> int:
     import json
 
     return int(json.loads(lease.read_text())["pid"])
+
+
+def test_a_transient_failure_is_retried_and_a_mistake_is_not(fleet: Rig) -> None:
+    """A sink that cannot be written (its folder is a file) is retried until it can; an unknown
+    config fails at once, its one line back at the caller, not retried."""
+    blocked = fleet.folder / "blocked"
+    blocked.write_text("not a folder")
+    config = fleet.folder / "flaky.toml"
+    config.write_text(
+        render_config(
+            name="flaky",
+            source={"type": "pg_dump", "dsn": fleet.cluster.dsn(fleet.dbname)},
+            sink={"type": "local", "path": str(blocked / "vault")},
+        )
+    )
+    result = fleet.send("pgvault.run", str(config))
+    logs = [w.log for w in fleet.workers]
+    until(
+        lambda: any("flaky.toml" in p.read_text() and "retrying in" in p.read_text() for p in logs),
+        "the first attempt to fail and be retried",
+    )
+    blocked.unlink()
+    summary = result.get(timeout=30)
+    assert summary["status"] == "succeeded" and summary["attempt"] >= 2
+    assert [m.backup_id for m in listed(config)] == [summary["backup_id"]]
+
+    missing = fleet.send("pgvault.check", "no-such-config")
+    with pytest.raises(PgVaultTaskError, match="no config named 'no-such-config'"):
+        missing.get(timeout=30)
+    assert missing.result.args and missing.state == "FAILURE"

@@ -28,9 +28,10 @@ What the tasks promise, and why:
   before it runs again, so a backup that kills every worker it meets (a dump that exhausts
   memory) stops after :data:`MAX_RETRIES` instead of going round for ever.
 * **Transient failures are retried** (:data:`TRANSIENT_ERRORS`: the sink or the database
-  unreachable), with a doubling delay from ``pgvault_retry_delay`` (app setting, seconds,
-  default :data:`RETRY_DELAY`), at most :data:`MAX_RETRIES` times; mistakes (a bad config, a
-  missing key, a failing ``before_*`` hook) fail at once with their one line.
+  unreachable; each failed attempt is a failed run that the notifiers hear of), with a doubling
+  delay from ``pgvault_retry_delay`` (app setting, seconds, default :data:`RETRY_DELAY`), at
+  most :data:`MAX_RETRIES` times; a dump that failed and mistakes (a bad config, a missing key,
+  a failing ``before_*`` hook) fail at once with their one line.
 * **Two runs of one pipeline never both go.** A task that finds the pipeline's run lock held by
   another run (another worker, another host, cron) returns ``status = "skipped"``, ``reason =
   "already running"`` and the holder named: one result, no retry storm. After a lost worker the
@@ -67,7 +68,7 @@ from pgvault.exceptions import (
     PgVaultError,
     RunLockedError,
     SinkError,
-    SourceError,
+    SourceUnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -103,8 +104,14 @@ TIME_LIMIT_GRACE = 60
 """Seconds between ``[schedule] timeout`` (the soft limit: the run stops and cleans up) and the
 hard limit (the worker's child is killed)."""
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (SinkError, SourceError, ConnectionError)
-"""Failures worth another attempt: the storage or the database was unreachable or went away."""
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    SinkError,
+    SourceUnavailableError,
+    ConnectionError,
+)
+"""Failures worth another attempt: the storage or the database was unreachable or went away.
+A dump that failed (pg_dump's own error) is not among them: another attempt rarely helps, and
+each failed attempt is a failed run the notifiers report."""
 _PERMANENT: tuple[type[BaseException], ...] = (
     ConfigError,
     ExecHookError,
