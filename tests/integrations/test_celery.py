@@ -362,3 +362,19 @@ def test_a_transient_failure_is_retried_and_a_mistake_is_not(fleet: Rig) -> None
     with pytest.raises(PgVaultTaskError, match="no config named 'no-such-config'"):
         missing.get(timeout=30)
     assert missing.result.args and missing.state == "FAILURE"
+
+
+def test_a_run_past_its_soft_time_limit_stops_and_leaves_nothing(fleet: Rig) -> None:
+    """``[schedule] timeout`` reaches the task as its soft time limit: a backup stuck past it
+    stops, removes what it stored, and the task fails (not retried, nothing listed)."""
+    config = fleet.config("stuck")
+    with GateLock(fleet) as gate:
+        result = fleet.client.send_task(
+            "pgvault.run", args=[str(config)], soft_time_limit=2, time_limit=30
+        )
+        until(gate.waiting, "the backup to be stuck on the lock", 30)
+        with pytest.raises(PgVaultTaskError, match=r"backup of .*stuck.toml: stopped at its time"):
+            result.get(timeout=20)
+        gate.release()
+    vault = pgvault.Vault.from_config(pgvault.load_config(config))
+    assert listed(config) == [] and vault.incomplete() == []

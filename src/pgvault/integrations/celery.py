@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Celery, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.schedules import crontab
 
 import pgvault
@@ -273,6 +274,13 @@ def _attempt(
         raise PgVaultTaskError(f"{job} of {config}: {exc}") from None
     except ConnectionError as exc:
         _retry(task, f"{job} of {config}: {exc}")
+    except SoftTimeLimitExceeded:
+        # The run has stopped and removed what it stored; another attempt would stop there too.
+        limit = task.request.timelimit[1] if task.request.timelimit else None
+        raise PgVaultTaskError(
+            f"{job} of {config}: stopped at its time limit"
+            + (f" (soft_time_limit {limit:g} s)" if limit else "")
+        ) from None
 
 
 def _task(name: str) -> Callable[[Callable[..., dict[str, Any]]], Any]:
