@@ -378,3 +378,31 @@ def test_a_run_past_its_soft_time_limit_stops_and_leaves_nothing(fleet: Rig) -> 
         gate.release()
     vault = pgvault.Vault.from_config(pgvault.load_config(config))
     assert listed(config) == [] and vault.incomplete() == []
+
+
+def test_every_task_runs_on_a_worker_and_returns_json(fleet: Rig) -> None:
+    """prune, check, drill, report and copy run on a real worker after two backups and come
+    back through the result backend as JSON: prune removed the older backup, the check is OK,
+    the drill restored the newest, the report counted both runs, copy had nothing to add."""
+    dsn = fleet.cluster.dsn(fleet.dbname)
+    config = fleet.folder / "ops.toml"
+    config.write_text(
+        f'name = "ops"\n[source]\ntype = "pg_dump"\ndsn = "{dsn}"\n'
+        f'[[sink]]\nname = "near"\ntype = "local"\npath = "{fleet.folder / "near"}"\n'
+        f'[[sink]]\nname = "far"\ntype = "local"\npath = "{fleet.folder / "far"}"\n'
+        "[retention]\nkeep_last = 1\n"
+    )
+    first, second = (fleet.send("pgvault.run", "ops").get(timeout=30) for _ in range(2))
+    assert first["status"] == second["status"] == "succeeded"
+
+    reported = fleet.send("pgvault.report", "ops", 1).get(timeout=30)
+    assert reported["status"] == "succeeded" and reported["taken"] == 2
+    pruned = fleet.send("pgvault.prune", "ops").get(timeout=30)
+    assert pruned["status"] == "succeeded" and pruned["removed"] == [first["backup_id"]]
+    checked = fleet.send("pgvault.check", "ops").get(timeout=30)
+    assert checked["status"] == "OK" and checked["pipeline"] == "ops"
+    drilled = fleet.send("pgvault.drill", "ops").get(timeout=60)
+    assert drilled["status"] == "succeeded" and drilled["backup_id"] == second["backup_id"]
+    copied = fleet.send("pgvault.copy", "ops", "near", "far").get(timeout=30)
+    assert copied["status"] == "succeeded" and copied["ok"]
+    assert [m.backup_id for m in listed(config)] == [second["backup_id"]]
