@@ -293,7 +293,8 @@ def test_two_workers_given_one_pipeline_run_it_once(fleet: Rig) -> None:
         second = fleet.send("pgvault.run", str(config))
         done = until(lambda: [r for r in (first, second) if r.ready()], "one result", 30)
         skipped = done[0].get(timeout=1)
-        assert gate.waiting()  # the other run is still mid-backup, holding the lock
+        # The other run is mid-backup: it holds the run lock and waits on the table's lock.
+        until(gate.waiting, "the other run to wait on the table lock")
         gate.release()
         ran = (second if done[0] is first else first).get(timeout=30)
     assert skipped["status"] == "skipped" and skipped["reason"] == "already running"
