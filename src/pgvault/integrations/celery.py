@@ -233,7 +233,7 @@ def _retry(task: Any, why: str) -> NoReturn:
     if int(task.request.retries or 0) >= int(task.max_retries or 0):
         raise PgVaultTaskError(f"{why}; gave up after {task.max_retries} retries")
     countdown = _delay(task)
-    log.warning("%s: %s; retrying in %.0f s", task.name, why, countdown)
+    log.warning("%s: %s; retrying in %g s", task.name, why, countdown)
     raise task.retry(countdown=countdown, exc=PgVaultTaskError(why))
 
 
