@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import pgvault
-from pgvault.integrations.celery import _crontabs, beat_schedule_for
+from pgvault.integrations.celery import _crontabs, beat_schedule_for, make_app
 from pgvault.units import CronSpec
 
 
@@ -113,3 +113,33 @@ def test_import_pgvault_does_not_import_celery() -> None:
         check=True,
     ).stdout
     assert out.strip() == "False"
+
+
+def test_make_app_reads_the_environment_then_the_settings_module(
+    make_config: Callable[..., Path],
+    files_source: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shipped app: the variables give broker, queue and the beat's configs, the module
+    named by CELERY_CONFIG_MODULE wins over them, and the defaults the promises rest on hold."""
+    config = make_config(files_source, name="env", extra='[schedule]\ncheck = "*/5 * * * *"\n')
+    (tmp_path / "site_celery_settings.py").write_text("task_default_queue = 'from-module'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = make_app(
+        env={
+            "PGVAULT_CELERY_BROKER_URL": "amqp://backup@broker.example//",
+            "PGVAULT_CELERY_QUEUE": "from-env",
+            "PGVAULT_CELERY_CONFIGS": str(config),
+            "CELERY_CONFIG_MODULE": "site_celery_settings",
+            "TZ": "Europe/Berlin",
+        }
+    )
+    assert app.conf.broker_url == "amqp://backup@broker.example//"
+    assert app.conf.task_default_queue == "from-module"
+    assert app.conf.timezone == "Europe/Berlin"
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.accept_content == ["json"]
+    (entry,) = app.conf.beat_schedule.values()
+    assert entry["task"] == "pgvault.check" and entry["options"]["queue"] == "from-module"
