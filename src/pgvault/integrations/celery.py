@@ -62,7 +62,6 @@ import pgvault
 from pgvault.config_lookup import find_config
 from pgvault.exceptions import (
     ConfigError,
-    DestinationError,
     ExecHookError,
     ObjectArchivedError,
     ObjectNotFoundError,
@@ -178,8 +177,8 @@ def make_app(
     **settings: Any,
 ) -> Celery:
     """A Celery app for pgvault's workers and beat: :data:`DEFAULTS`, then the environment, then
-    the module named by ``CELERY_CONFIG_MODULE`` (Celery's ``config_from_object``), then
-    ``settings``.
+    the lowercase names of the module named by ``CELERY_CONFIG_MODULE`` (Celery settings such as
+    ``broker_transport_options``), then ``settings``; each wins over the ones before.
 
     Environment: ``PGVAULT_CELERY_BROKER_URL``, ``PGVAULT_CELERY_RESULT_BACKEND``,
     ``PGVAULT_CELERY_QUEUE`` (default ``pgvault``) and ``PGVAULT_CELERY_CONFIGS`` (configs whose
@@ -238,11 +237,9 @@ def _retry(task: Any, why: str) -> NoReturn:
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, _PERMANENT):
-        return False
-    # One optional destination failing does not fail a run; a required one failing is the
-    # storage being unreachable like any other sink error.
-    return isinstance(exc, (*TRANSIENT_ERRORS, DestinationError))
+    # A required destination failing (DestinationError) is a SinkError: the storage was
+    # unreachable, as for a single sink. An optional one never fails the run.
+    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, _PERMANENT)
 
 
 def _attempt(
