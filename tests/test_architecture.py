@@ -36,6 +36,15 @@ def test_only_the_cli_and_the_api_import_config() -> None:
     assert importers <= COMPOSERS
 
 
+def test_integrations_call_the_public_api() -> None:
+    """pgvault.integrations (Celery …) import at run time only the top-level API, the config
+    lookup and the exceptions: they are callers of the API, like a user's program."""
+    imported = {
+        b for a, b, kind in edges() if a.startswith("pgvault.integrations") and kind != "typing"
+    }
+    assert imported <= {"pgvault", "pgvault.config_lookup", "pgvault.exceptions"}
+
+
 def test_settings_is_a_leaf() -> None:
     """pgvault.settings imports nothing of pgvault but units and exceptions."""
     imported = {b for a, b, _ in edges() if a == "pgvault.settings"}

@@ -45,8 +45,10 @@ if TYPE_CHECKING:
         VaultError,
     )
     from pgvault.operations.check import CheckResult, Problem, Status, check
+    from pgvault.operations.copy import CopyResult, copy
     from pgvault.operations.drill import DrillResult, drill
     from pgvault.operations.prune import PruneResult, prune
+    from pgvault.operations.report.report import Report, report
     from pgvault.operations.restore.database import RestoreResult, restore
     from pgvault.operations.restore.options import RestoreOptions
     from pgvault.pipeline_config import PipelineConfig
@@ -96,6 +98,10 @@ _WHERE: dict[str, str] = {
     "CheckResult": "pgvault.operations.check",
     "Problem": "pgvault.operations.check",
     "Status": "pgvault.operations.check",
+    "copy": "pgvault.operations.copy",
+    "CopyResult": "pgvault.operations.copy",
+    "report": "pgvault.operations.report.report",
+    "Report": "pgvault.operations.report.report",
     "drill": "pgvault.operations.drill",
     "DrillResult": "pgvault.operations.drill",
     "prune": "pgvault.operations.prune",
@@ -130,6 +136,7 @@ __all__ = [
     "CheckThresholds",
     "CiphertextError",
     "ConfigError",
+    "CopyResult",
     "DamagedBackup",
     "DecryptionKeyError",
     "DrillResult",
@@ -148,6 +155,7 @@ __all__ = [
     "Problem",
     "Progress",
     "PruneResult",
+    "Report",
     "RestoreError",
     "RestoreOptions",
     "RestoreResult",
@@ -167,11 +175,13 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "check",
+    "copy",
     "drill",
     "hookimpl",
     "load_config",
     "parse_config",
     "prune",
+    "report",
     "restore",
     "run",
 ]

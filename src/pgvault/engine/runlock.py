@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -349,7 +350,19 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # another user's process: alive
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped: a run killed with its parent (a Celery
+    worker's child) stays a zombie until init reaps it, which some containers' init does late or
+    never. It holds no lock, and its lease must not block the next run for the lease's life."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux), or gone since: os.kill answered for it
+    fields = stat.rpartition(")")[2].split()
+    return bool(fields) and fields[0] == "Z"
 
 
 def _utc(dt: datetime) -> datetime:

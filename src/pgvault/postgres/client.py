@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from pgvault.exceptions import ConfigError, SourceError
+from pgvault.exceptions import ConfigError, SourceError, SourceUnavailableError
 
 APPLICATION_NAME = "pgvault"
 
@@ -89,7 +89,9 @@ def connect(dsn: str, **overrides: str) -> psycopg.Connection[tuple[object, ...]
             f"invalid PostgreSQL connection string: {conninfo_problem(exc)}"
         ) from None
     except psycopg.Error as exc:
-        raise SourceError(f"cannot connect to PostgreSQL: {first_line(str(exc))}") from None
+        raise SourceUnavailableError(
+            f"cannot connect to PostgreSQL: {first_line(str(exc))}"
+        ) from None
 
 
 def describe_dsn(dsn: str, **overrides: str) -> str:
