@@ -15,7 +15,7 @@ from pgvault.postgres.client import quote_ident
 from pgvault.sources.pg_dump import choose_databases
 from pgvault.testing import PostgresCluster
 from pgvault.vault.parts import part_names, part_view
-from tests.conftest import toml_value
+from tests.conftest import pgvault_cli, toml_value
 
 NAMES = [f"db{i:02d}" for i in range(1, 15)] + [
     "Mixed Case",
@@ -97,8 +97,8 @@ def test_every_database_is_a_part_with_globals_once(
     backed_up: tuple[Path, pgvault.Manifest],
 ) -> None:
     """Each chosen database (not templates, not the excluded) is its own part with its own
-    snapshot and counts; the globals are one shared artifact."""
-    _path, manifest = backed_up
+    snapshot and counts; the globals are one shared artifact; list names the count."""
+    path, manifest = backed_up
     expected = sorted(n for n in NAMES if n != "skip_me")
     assert manifest.format_version == 2 and manifest.source_type == "pg_dump"
     assert part_names(manifest) == expected
@@ -114,6 +114,9 @@ def test_every_database_is_a_part_with_globals_once(
             {"schema": "public", "name": "t", "rows": (i + 1) * 10, "exact": True}
         ]
         assert "globals" in view.source  # the shared globals, seen from each part
+    listed = pgvault_cli("list", path)
+    assert listed.returncode == 0, listed.stderr
+    assert "pg_dump 19 databases (custom)" in listed.stdout
 
 
 def test_choose_databases_rules() -> None:
@@ -134,3 +137,59 @@ def test_exclude_without_databases_is_a_config_error(tmp_path: Path, many: Postg
     path = _config(tmp_path, many, exclude_databases=["x"])
     with pytest.raises(pgvault.ConfigError, match="exclude_databases needs databases"):
         pgvault.load_config(path)
+
+
+def test_restored_one_at_a_time_into_a_bare_cluster(
+    backed_up: tuple[Path, pgvault.Manifest], many: PostgresCluster, bare: PostgresCluster
+) -> None:
+    """Each database, restored alone (``parts=(name,)``) into a bare cluster under its own name,
+    has its rows and its owner (alice, created from the shared globals); restoring all of them
+    again is refused before anything is touched, naming the first that exists."""
+    path, manifest = backed_up
+    config = pgvault.load_config(path)
+    for name in part_names(manifest):
+        result = pgvault.restore(config, manifest.backup_id, parts=(name,), dsn=bare.dsn())
+        assert result.parts[0][0] == name
+    owner_sql = "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE NOT datistemplate"
+    owners = {str(n): str(o) for n, o in bare.execute(owner_sql)}
+    for name in part_names(manifest):
+        assert owners[name] == OWNER.get(name, "postgres"), name
+        got = run_in(
+            bare,
+            name,
+            "SELECT count(*), pg_get_userbyid(c.relowner) FROM t, pg_class c "
+            "WHERE c.relname = 't' GROUP BY 2",
+        )
+        want = run_in(
+            many,
+            name,
+            "SELECT count(*), pg_get_userbyid(c.relowner) FROM t, pg_class c "
+            "WHERE c.relname = 't' GROUP BY 2",
+        )
+        assert got == want, name
+    assert "skip_me" not in owners
+
+    again = pgvault_cli("restore", path, manifest.backup_id, "--dsn", bare.dsn())
+    assert again.returncode != 0
+    assert "part CamelDb: database" in again.stderr and "already exists" in again.stderr
+
+
+def test_one_database_renamed_through_the_cli(
+    backed_up: tuple[Path, pgvault.Manifest], bare: PostgresCluster
+) -> None:
+    """restore --part NAME --target-db NEW restores that one database under a new name."""
+    path, manifest = backed_up
+    done = pgvault_cli(
+        "restore",
+        path,
+        manifest.backup_id,
+        "--part",
+        "Mixed Case",
+        "--target-db",
+        "mixed_copy",
+        "--dsn",
+        bare.dsn(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "mixed_copy" in done.stdout
+    assert run_in(bare, "mixed_copy", "SELECT count(*) FROM t") == [(150,)]

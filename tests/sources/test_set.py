@@ -19,22 +19,34 @@ from tests.conftest import pgvault_cli, toml_value
 from tests.sources.test_pg_dump import _pg_dump_pids, assert_nothing_left, run_gated
 
 DB = "set_app"
+BIG = "set_big"
 
 
 @pytest.fixture(scope="module")
 def set_db(pg_cluster: PostgresCluster) -> str:
-    """A database of the session cluster with two tables, one large enough (about 20 MB of
-    dump) that pg_dump is still writing while a test holds the stream."""
+    """A small database of the session cluster (500 rows)."""
     if DB not in pg_cluster.databases():
         pg_cluster.create_database(DB)
         pg_cluster.execute(
             "CREATE TABLE items (id int PRIMARY KEY, name text);"
-            "INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 500) i;"
-            "CREATE TABLE filler AS SELECT i, md5(i::text) || repeat('x', 160) AS pad "
-            "FROM generate_series(1, 100000) AS i;",
+            "INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 500) i;",
             DB,
         )
     return pg_cluster.dsn(DB)
+
+
+@pytest.fixture(scope="module")
+def big_db(pg_cluster: PostgresCluster) -> str:
+    """A database large enough (about 20 MB of dump) that pg_dump is still writing while a
+    test holds the stream."""
+    if BIG not in pg_cluster.databases():
+        pg_cluster.create_database(BIG)
+        pg_cluster.execute(
+            "CREATE TABLE filler AS SELECT i, md5(i::text) || repeat('x', 160) AS pad "
+            "FROM generate_series(1, 100000) AS i;",
+            BIG,
+        )
+    return pg_cluster.dsn(BIG)
 
 
 def _folders(tmp_path: Path) -> tuple[Path, Path]:
@@ -75,7 +87,7 @@ def _three(tmp_path: Path, dsn: str) -> Path:
 def test_set_is_one_backup_with_one_manifest_and_parts(set_db: str, tmp_path: Path) -> None:
     """A database and two folders become one backup: one manifest (format 2) whose artifacts
     name their part, each part's metadata with its times (the dump's snapshot time beside the
-    file sets'); a part reads as a single-source backup."""
+    file sets'); list and show name the parts; a part reads as a single-source backup."""
     path = _three(tmp_path, set_db)
     config = pgvault.load_config(path)
     manifest = pgvault.run(config)
@@ -104,6 +116,17 @@ def test_set_is_one_backup_with_one_manifest_and_parts(set_db: str, tmp_path: Pa
     assert raw["format_version"] == 2 and raw["source"]["parts"][1]["name"] == "media"
     md5sums = (tmp_path / "vault" / "set" / "backups" / manifest.backup_id / "MD5SUMS").read_text()
     assert len(md5sums.splitlines()) == 4
+
+    listed = pgvault_cli("list", path)
+    assert listed.returncode == 0, listed.stderr
+    assert "set: db, media, config" in listed.stdout
+    as_json = json.loads(pgvault_cli("list", path, "--json").stdout)
+    assert as_json[0]["parts"] == ["db", "media", "config"]
+    shown = pgvault_cli("show", path, manifest.backup_id, "--parts")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"db: pg_dump {DB} (custom), ") and "snapshot 20" in lines[0]
+    assert lines[1].startswith("media: files: 2 files, ") and " read 20" in lines[1]
 
     verify = pgvault_cli("verify", path, manifest.backup_id, "--deep")
     assert verify.returncode == 0, verify.stderr
@@ -145,11 +168,11 @@ def test_missing_folder_fails_the_set_and_stops_the_dump(set_db: str, tmp_path: 
     assert _pg_dump_pids(port) == []
 
 
-def test_killed_pg_dump_fails_the_whole_set(set_db: str, tmp_path: Path) -> None:
+def test_killed_pg_dump_fails_the_whole_set(big_db: str, tmp_path: Path) -> None:
     """pg_dump killed while the folders stream too: the run fails naming the signal, and neither
     the folders' artifacts nor a manifest stay."""
-    config = pgvault.load_config(_three(tmp_path, set_db))
-    port = int(set_db.rsplit(":", 1)[1].split("/")[0])
+    config = pgvault.load_config(_three(tmp_path, big_db))
+    port = int(big_db.rsplit(":", 1)[1].split("/")[0])
 
     def kill() -> None:
         pids = _pg_dump_pids(port)
@@ -195,3 +218,69 @@ def test_bad_set_configs_name_the_key(
         pgvault.load_config(path)
     assert key in str(info.value) and message in str(info.value)
     assert str(path) in str(info.value)
+
+
+def _files_under(root: Path) -> set[str]:
+    return {p.name for p in root.rglob("*") if p.is_file()}
+
+
+def test_set_restored_whole_and_in_part(
+    set_db: str, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """Restored whole, the database goes into --target-db and each folder under
+    --target-dir/PART; restored in part (--part media), only that folder comes back; a set
+    restore whose database target exists is refused before any folder is written."""
+    path = _three(tmp_path, set_db)
+    manifest = pgvault.run(pgvault.load_config(path))
+    whole = tmp_path / "whole"
+    done = pgvault_cli(
+        "restore", path, manifest.backup_id, "--target-db", "set_copy", "--target-dir", whole
+    )
+    try:
+        assert done.returncode == 0, done.stderr
+        assert "restored part db of" in done.stdout and "restored part media of" in done.stdout
+        rows = pg_cluster.execute("SELECT count(*) FROM items", "set_copy")
+        assert rows == [(500,)]
+        assert _files_under(whole / "media") == {"a.png", "b.txt"}
+        assert _files_under(whole / "config") == {"app.ini"}
+
+        media = tmp_path / "only-media"
+        done = pgvault_cli(
+            "restore", path, manifest.backup_id, "--part", "media", "--target-dir", media
+        )
+        assert done.returncode == 0, done.stderr
+        assert _files_under(media) == {"a.png", "b.txt"}
+
+        taken = tmp_path / "taken"
+        refused = pgvault_cli(
+            "restore",
+            path,
+            manifest.backup_id,
+            "--target-db",
+            "set_copy",
+            "--target-dir",
+            f"media={taken / 'm'}",
+            "--target-dir",
+            f"config={taken / 'c'}",
+        )
+        assert refused.returncode != 0
+        assert "part db: database" in refused.stderr and "already exists" in refused.stderr
+        assert not taken.exists()
+    finally:
+        if "set_copy" in pg_cluster.databases():
+            pg_cluster.drop_database("set_copy")
+
+
+def test_part_targets_are_checked(set_db: str, tmp_path: Path) -> None:
+    """Targets that cannot work are refused naming the part: several files parts need a folder
+    each (or one parent), a target for a part not restored, an unknown part."""
+    path = _three(tmp_path, set_db)
+    manifest = pgvault.run(pgvault.load_config(path))
+    cases = [
+        (["--part", "media", "--part", "config"], "part media holds files: give --target-dir"),
+        (["--part", "media", "--target-dir", f"config={tmp_path}/c"], "not restored"),
+        (["--part", "logs", "--target-dir", str(tmp_path / "x")], "its parts: db, media, config"),
+    ]
+    for args, message in cases:
+        done = pgvault_cli("restore", path, manifest.backup_id, *args)
+        assert done.returncode != 0 and message in done.stderr, (args, done.stderr)

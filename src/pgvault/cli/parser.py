@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("show", "print a backup's manifest")
     p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    p.add_argument(
+        "--parts", action="store_true", help="a backup of parts: one line per part, not the JSON"
+    )
 
     p = command("verify", "re-read artifacts and check their digests")
     p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
@@ -144,10 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="the newest backup started at or before TIME (ISO 8601; UTC if no zone)",
     )
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--target-db", metavar="NAME", help="database to create and restore into")
-    target.add_argument("--target-dir", type=Path, metavar="DIR", help="folder for files backups")
-    target.add_argument("--list", action="store_true", help="print the archive's table of contents")
+    # Repeatable, as PART=NAME / PART=DIR, for backups of parts (issue 15); the restore command
+    # turns them back into one plain value (what every other backup takes) and the per-part ones.
+    p.add_argument(
+        "--target-db",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="database to create and restore into (a backup of parts: PART=NAME, repeatable)",
+    )
+    p.add_argument(
+        "--target-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder for files backups (a backup of parts: PART=DIR, repeatable)",
+    )
+    p.add_argument(
+        "--part",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a backup of parts: restore only this part (repeatable; default all)",
+    )
+    p.add_argument("--list", action="store_true", help="print the archive's table of contents")
     p.add_argument(
         "--table",
         action="append",

@@ -18,7 +18,7 @@ validation, verify's format check, export) already understands.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -111,17 +111,18 @@ def describe_source(source: dict[str, Any]) -> str:
     return kind
 
 
-def part_lines(manifest: Manifest) -> list[str]:
-    """One line per part for ``show``: its name, what it is, its stored size and when it was
-    caught (a dump's snapshot time, a file set's reading time)."""
+def part_lines(manifest: Manifest, size_text: Callable[[int], str] = str) -> list[str]:
+    """One line per part for ``show --parts``: its name, what it is, its stored size (written
+    by ``size_text``) and when it was caught (a dump's snapshot time, a file set's reading
+    time)."""
     lines = []
     for record in part_records(manifest):
         name = str(record["name"])
-        size = sum(a.size for a in manifest.artifacts if a.part == name)
+        size = size_text(sum(a.size for a in manifest.artifacts if a.part == name))
         what = describe_source({k: v for k, v in record.items() if k != "name"})
         if record.get("snapshot_at"):
             when = f"snapshot {record['snapshot_at']}"
         else:
             when = f"read {record.get('started_at', '?')} .. {record.get('finished_at', '?')}"
-        lines.append(f"{name}: {what}, {size} bytes stored, {when}")
+        lines.append(f"{name}: {what}, {size} stored, {when}")
     return lines

@@ -23,6 +23,7 @@ from pgvault.operations.pitr.window import window_lines as pitr_window_lines
 from pgvault.transforms.api import DecodeContext
 from pgvault.vault.contents import DamagedBackup, Vault, VaultContents, VerifyProblem, VerifyReport
 from pgvault.vault.manifest import MANIFEST_NAME, Manifest, id_time
+from pgvault.vault.parts import describe_source, part_lines, part_names
 from pgvault.vault.pins import Pins, read_pins
 
 if TYPE_CHECKING:
@@ -98,6 +99,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """``pgvault show``: a backup's manifest as JSON."""
     manifest = Vault.from_config(common.load(args)).manifest(args.backup)
+    if getattr(args, "parts", False):
+        lines = part_lines(manifest, size_text=human_bytes) or [
+            f"backup {manifest.backup_id} has no parts"
+        ]
+        print("\n".join(_printable(line) for line in lines))
+        return EXIT_OK
     print(manifest.to_json(), end="")
     return EXIT_OK
 
@@ -210,7 +217,19 @@ def _summary(m: Manifest, *, future: bool = False) -> dict[str, Any]:
         "duration_seconds": round(m.duration_seconds, 3),
         "source": _source_text(m),
         "labels": {k: v for k, v in m.labels.items() if isinstance(v, str)},
+        **_parts(m),
     }
+
+
+def _parts(m: Manifest) -> dict[str, Any]:
+    """A backup's part names for ``list --json`` (``parts: null`` when its parts record is
+    damaged); nothing for a backup without parts."""
+    if m.source.get("parts") is None:
+        return {}
+    try:
+        return {"parts": part_names(m)}
+    except PgVaultError:
+        return {"parts": None}
 
 
 def _damaged_summary(d: DamagedBackup) -> dict[str, Any]:
@@ -239,12 +258,8 @@ def _warn_about(contents: VaultContents) -> None:
 
 
 def _source_text(m: Manifest) -> str:
-    src = m.source
-    if m.source_type == "pg_dump":
-        return f"pg_dump {src.get('database', '?')} ({src.get('format', '?')})"
-    if m.source_type == "files":
-        return f"files: {src.get('files', '?')} files"
-    return m.source_type
+    # A backup of parts names them (from the vault: names are made printable).
+    return _printable(describe_source(m.source))
 
 
 def _print_wal_ranges(config: PipelineConfig) -> None:

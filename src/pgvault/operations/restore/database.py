@@ -12,6 +12,7 @@ takes are one :class:`~pgvault.operations.restore.options.RestoreOptions`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from pgvault.operations.restore.loading import (
     restore_archives,
 )
 from pgvault.operations.restore.options import RestoreOptions, RestoreResult
+from pgvault.operations.restore.parts import PartPlan, PartTargets, plan_parts, restore_planned
 from pgvault.operations.restore.replace import Steps, failure_message, safety_backup
 from pgvault.operations.restore.selection import RestorePlan, display_name
 from pgvault.operations.restore.target import (
@@ -69,6 +71,7 @@ from pgvault.sources.pg_dump import schema_selected, server_major
 from pgvault.transforms.api import DecodeContext
 from pgvault.vault.contents import Vault
 from pgvault.vault.manifest import Manifest
+from pgvault.vault.parts import has_parts
 
 if TYPE_CHECKING:
     from pgvault.engine.pipeline import Progress
@@ -387,6 +390,8 @@ def restore(
     plugin_manager: pluggy.PluginManager | None = None,
     source: str | None = None,
     thaw: ThawOptions | None = None,
+    target_dbs: Mapping[str, str] | None = None,
+    target_dirs: Mapping[str, Path] | None = None,
     **choices: Any,
 ) -> RestoreResult:
     """Restore backup ``ref`` (id, id prefix or ``latest``) of ``config``'s vault.
@@ -402,12 +407,52 @@ def restore(
     backups go into the new database ``target_db`` on the server of ``dsn`` (default: the config
     source's server); files backups go under ``target_dir`` (see :func:`restore_files` for
     ``allow_outside_symlinks``). See :func:`restore_database`.
+
+    A backup of parts (a set, or many databases) restores every part, or those of
+    ``options.parts``, each into its own target: ``target_dbs``/``target_dirs`` name a part's
+    database or folder, ``target_db``/``target_dir`` serve the only database or files part
+    restored (several files parts go under ``target_dir/PART``), and a database part goes by
+    default into a database of its own name (see :mod:`pgvault.operations.restore.parts`). The
+    result then lists each part's own result in ``parts``.
     """
     opts = RestoreOptions.of(options, choices)
     # --- several destinations, archive classes (issue 15)
     config, manifest = restore_source(config, ref, before, source=source, thaw_options=thaw)
     # --- end
     context = DecodeContext(configured=config.transforms, identities=opts.identities)
+    # --- backups of parts (issue 15)
+    targets = PartTargets(target_db, target_dbs or {}, target_dir, target_dirs or {}, dsn)
+    if has_parts(manifest):
+        plans = plan_parts(config, manifest, opts.parts, targets, drop_existing=opts.drop_existing)
+
+        def restore_one(plan: PartPlan) -> RestoreResult:
+            if plan.folder is not None:
+                return restore_files(
+                    plan.config,
+                    plan.manifest,
+                    plan.folder,
+                    allow_outside_symlinks=opts.allow_outside_symlinks,
+                    context=context,
+                    progress=progress,
+                )
+            assert plan.database is not None
+            return restore_database(
+                plan.config,
+                plan.manifest,
+                plan.database,
+                opts,
+                context=context,
+                progress=progress,
+                plugin_manager=plugin_manager,
+            )
+
+        return restore_planned(manifest, plans, restore_one)
+    if opts.parts or targets.target_dbs or targets.target_dirs:
+        raise RestoreError(
+            f"backup {manifest.backup_id} has no parts: --part and PART=... targets are for "
+            "backups of several sources or databases"
+        )
+    # --- end
     if manifest.source_type == "files":
         if target_dir is None:
             raise RestoreError(f"backup {manifest.backup_id} holds files: give --target-dir")

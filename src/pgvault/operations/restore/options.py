@@ -56,6 +56,9 @@ class RestoreOptions:
     """Private key files that may open the backup's artifacts."""
     allow_outside_symlinks: bool = False
     """Files backups: also restore symlinks that lead outside the target folder."""
+    parts: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """A backup of parts (a set, or many databases): only these parts; all when empty (see
+    :mod:`pgvault.operations.restore.parts`)."""
 
     @property
     def partial(self) -> bool:
@@ -95,3 +98,6 @@ class RestoreResult:
     warnings: tuple[str, ...] = ()
     """What the restore could not bring back, by name: materialized views left without their
     data, objects a partial restore left out because they need tables it does not include."""
+    parts: tuple[tuple[str, RestoreResult], ...] = ()
+    """A backup of parts: each restored part's name and its own result, in restore order (the
+    fields above then sum them up: every target, the bytes, the roles, the notes)."""

@@ -22,11 +22,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import attrs
 
 from pgvault.exceptions import PgVaultError, RestoreError
+from pgvault.operations.restore.options import RestoreResult
 from pgvault.operations.restore.target import DatabaseTarget, connect_server
 from pgvault.pipeline_config import PipelineConfig
 from pgvault.sources.api import Source
@@ -36,7 +37,6 @@ from pgvault.vault.manifest import Manifest
 from pgvault.vault.parts import part_names, part_view
 
 PartKind = Literal["database", "files"]
-R = TypeVar("R")
 
 
 @attrs.frozen
@@ -224,11 +224,12 @@ def _check_targets(plans: Sequence[PartPlan], *, drop_existing: bool) -> None:
 
 
 def restore_planned(
-    plans: Sequence[PartPlan], restore_one: Callable[[PartPlan], R]
-) -> list[tuple[PartPlan, R]]:
-    """Restore each planned part in order with ``restore_one``; on a failure, a RestoreError
-    says which parts are restored and which are not (the part's own error is its cause)."""
-    done: list[tuple[PartPlan, R]] = []
+    manifest: Manifest, plans: Sequence[PartPlan], restore_one: Callable[[PartPlan], RestoreResult]
+) -> RestoreResult:
+    """Restore each planned part of ``manifest`` in order with ``restore_one``, and sum the
+    results up; on a failure, a RestoreError says which parts are restored and which are not
+    (the part's own error is its cause)."""
+    done: list[tuple[PartPlan, RestoreResult]] = []
     for plan in plans:
         try:
             done.append((plan, restore_one(plan)))
@@ -239,4 +240,13 @@ def restore_planned(
                 f"part {plan.name}: {exc} (restored: {restored}; not restored: "
                 f"{', '.join([plan.name, *left])})"
             ) from exc
-    return done
+    results = [(plan.name, result) for plan, result in done]
+    return RestoreResult(
+        backup_id=manifest.backup_id,
+        target=", ".join(f"{name} into {r.target}" for name, r in results),
+        raw_bytes=sum(r.raw_bytes for _, r in results),
+        created_roles=tuple(dict.fromkeys(role for _, r in results for role in r.created_roles)),
+        notes=tuple(f"part {name}: {note}" for name, r in results for note in r.notes),
+        warnings=tuple(f"part {name}: {w}" for name, r in results for w in r.warnings),
+        parts=tuple(results),
+    )
