@@ -284,3 +284,29 @@ def test_part_targets_are_checked(set_db: str, tmp_path: Path) -> None:
     for args, message in cases:
         done = pgvault_cli("restore", path, manifest.backup_id, *args)
         assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
+
+
+def test_large_counted_table_validates_exactly(
+    big_db: str, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """A table counted exactly at backup time and larger than validation's sampling threshold
+    is counted again after the restore, not sampled: the restore of the set's database part
+    passes validation."""
+    media, _conf = _folders(tmp_path)
+    path = write_set_config(
+        tmp_path,
+        [
+            {"name": "db", "type": "pg_dump", "dsn": big_db, "count_tables": ["*"]},
+            {"name": "media", "type": "files", "paths": [str(media)]},
+        ],
+    )
+    config = pgvault.load_config(path)
+    manifest = pgvault.run(config)
+    try:
+        result = pgvault.restore(config, manifest.backup_id, parts=("db",), target_db="big_copy")
+        ((name, part),) = result.parts
+        assert name == "db" and part.validation is not None and part.validation.ok
+        assert pg_cluster.execute("SELECT count(*) FROM filler", "big_copy") == [(100000,)]
+    finally:
+        if "big_copy" in pg_cluster.databases():
+            pg_cluster.drop_database("big_copy")

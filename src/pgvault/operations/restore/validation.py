@@ -115,15 +115,17 @@ def validate_database(
         present = _present_tables(conn)
         rows = _Rows(conn, present)
         wanted: list[int] = []
+        exact: set[int] = set()
         for t in expected:
             table = present.get((t["schema"], t["name"]))
             if table is None:
                 continue
             if t.get("exact"):
                 wanted.append(table.oid)
+                exact.add(table.oid)
             elif _recorded_estimates(t.get("rows"), t.get("live_rows")):
                 wanted += rows.leaves(table.oid) if table.partitioned else [table.oid]
-        rows.measure(wanted)
+        rows.measure(wanted, exact)
         checks = [_check(t, present, rows, settings.estimate_tolerance) for t in expected]
     return ValidationReport(tuple(checks))
 
@@ -193,11 +195,12 @@ class _Rows:
             ]
         return self._leaves[oid]
 
-    def measure(self, oids: Sequence[int]) -> None:
-        """Count every table of ``oids`` up to :data:`SAMPLE_PAGES` pages, and partitioned
+    def measure(self, oids: Sequence[int], exact: Collection[int] = ()) -> None:
+        """Count every table of ``exact`` (compared exactly: a sample would fail a good
+        restore), every other one of ``oids`` up to :data:`SAMPLE_PAGES` pages, and partitioned
         ones (through themselves); estimate larger ones from a sample of their pages."""
         todo = [o for o in dict.fromkeys(oids) if o not in self.rows and o in self._by_oid]
-        small = [o for o in todo if self._by_oid[o].pages <= SAMPLE_PAGES]
+        small = [o for o in todo if o in exact or self._by_oid[o].pages <= SAMPLE_PAGES]
         for i in range(0, len(small), COUNT_BATCH):
             batch = small[i : i + COUNT_BATCH]
             sql = " UNION ALL ".join(
