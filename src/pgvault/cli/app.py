@@ -33,6 +33,7 @@ from typing import Any
 
 import attrs
 
+from pgvault.cli import schedule as cli_schedule
 from pgvault.cli import storage as cli_storage
 from pgvault.config import PipelineConfig, load_config
 from pgvault.config_lookup import find_config, with_default_config
@@ -328,6 +329,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     # --- issue 16 (operating a fleet): doctor, schedule ---
     p = command("doctor", "check config, database, tools, sink, keys, space, clocks; no backup")
+    cli_schedule.add_parser(command)
     # --- end issue 16 ---
 
     # keygen makes a key, not a backup: the one command without a config.
@@ -1286,4 +1288,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": _cmd_export,
     "cat": _cmd_cat,
     "doctor": _cmd_doctor,  # issue 16
+    "schedule": lambda args: cli_schedule.run(args, _config(args)),
 }
