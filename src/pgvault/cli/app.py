@@ -349,6 +349,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json", "html"), default="text")
     p.add_argument("--chart", type=Path, metavar="FILE.svg", help="also draw the chart as SVG")
     p.add_argument("--prices", type=Path, metavar="FILE", help="price table (JSON) to use")
+    p.add_argument("--notify", action="store_true", help='also send it to events = ["report"]')
 
     # completion (issue 16): prints or installs a shell's completion script; no config either.
     p = sub.add_parser(
@@ -1219,6 +1220,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(report.html(chart))
     else:
         print(report.text(), end="")
+    if args.notify:
+        return cli_schedule.notify_report(config, report, chart)
     return EXIT_OK
 
 

@@ -1,5 +1,5 @@
-"""The CLI's ``schedule`` command: print (or write) crontab lines or systemd units for the jobs
-of a pipeline's ``[schedule]`` (see :mod:`pgvault.operations.schedule`)."""
+"""The CLI side of scheduled jobs: the ``schedule`` command (crontab lines or systemd units for
+a pipeline's ``[schedule]``, see :mod:`pgvault.operations.schedule`) and ``report --notify``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pgvault.exceptions import ConfigError
 from pgvault.pipeline_config import PipelineConfig
+
+if TYPE_CHECKING:
+    from pgvault.operations.report.report import Report
 
 
 def add_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -63,3 +67,25 @@ def run(args: argparse.Namespace, config: PipelineConfig) -> int:
         return 0
     print(render_units(config, units), end="")
     return 0
+
+
+def notify_report(config: PipelineConfig, report: Report, chart_svg: str) -> int:
+    """``report --notify``: send the report to each notifier with ``events = ["report"]``.
+
+    Exit 1 when one could not deliver (a scheduled report that silently went nowhere is worth a
+    failed job); a config where none asks for reports is a usage error naming the fix.
+    """
+    from pgvault.notify.api import report_event, send_report
+
+    if not any(n.wants("report") for n in config.notify):
+        raise ConfigError(
+            '--notify: no [[notify]] table asks for reports: add events = ["report"] to one',
+            path=config.where(),
+            key="notify",
+        )
+    config.require_notify_env()
+    outcomes = send_report(config, report_event(config, report, chart_svg))
+    for notifier, delivered in outcomes:
+        state = "sent" if delivered else "NOT sent (see the log)"
+        print(f"report {state}: {notifier.describe()}", file=sys.stderr)
+    return 0 if all(delivered for _, delivered in outcomes) else 1
