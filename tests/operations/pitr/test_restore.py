@@ -148,6 +148,29 @@ def test_list_shows_the_pitr_window(pitr_rig: Rig) -> None:
     assert "timeline 1:" in line and stopped in line and "(1 base backup(s))" in line
 
 
+def test_the_report_shows_the_pitr_window_and_the_wal_volume(pitr_rig: Rig) -> None:
+    """pgvault report counts the archived WAL (all of it arrived within the period) and names the
+    same window as list."""
+    from pgvault import load_config
+    from pgvault.operations.report.report import build
+
+    rig, story = pitr_rig
+    config = load_config(rig.config)
+    report = build(config, since=timedelta(days=7))
+    assert report.wal is not None
+    stored = [p for p in rig.vault.rglob("*") if p.is_file() and "/wal/" in str(p)]
+    # Segments, the .backup and .history files; not the cluster records.
+    segments = [p for p in stored if p.parent.name != "clusters"]
+    assert report.wal.files == len(segments) > 0
+    assert report.wal.bytes == sum(p.stat().st_size for p in segments)
+    assert report.wal.period_files == report.wal.files
+    [window] = report.pitr_window
+    stopped = story.backup_stopped_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert "timeline 1:" in window and stopped in window
+    text = report.text()
+    assert f"WAL: {report.wal.files} file(s)" in text and window in text
+
+
 def test_cli_refuses_a_non_empty_target_dir_and_replaces_it_when_told(
     pitr_rig: Rig, tmp_path: Path
 ) -> None:
