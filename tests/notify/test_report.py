@@ -39,9 +39,9 @@ def test_the_report_mail_has_the_table_and_the_chart_inline(
             'events = ["report", "backup_failed"]\n'
         )
     )
-    result = pgvault_cli("report", config.path or "", "--notify")
+    result = pgvault_cli("report", config.path or "", "--notify", "-v")
     assert result.returncode == 0, result.stderr
-    assert "report sent: email via 127.0.0.1" in result.stderr
+    assert "report sent: email via 127.0.0.1" in result.stderr  # with -v; quiet without
     [received] = box.messages  # the backups' successes are not among its events
     mail = email.message_from_string(
         received["content"], _class=EmailMessage, policy=email.policy.default
@@ -78,6 +78,7 @@ def test_slack_gets_the_summary_line_and_a_webhook_the_whole_report(
     )
     result = pgvault_cli("report", config.path or "", "--notify", "--format", "json")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # delivered: nothing for cron to mail
     assert json.loads(result.stdout)["taken"] == 2  # still prints what was asked
     (slack, _), (hook, _) = httpserver.log
     text = json.loads(slack.get_data())["text"]
@@ -109,7 +110,7 @@ def test_an_undelivered_report_fails_the_job(httpserver: HTTPServer, notify_conf
     )
     result = pgvault_cli("report", config.path or "", "--notify")
     assert result.returncode == 1
-    assert "report NOT sent (see the log): webhook http://" in result.stderr
+    assert "pgvault: report NOT sent: webhook http://" in result.stderr
     assert "HTTP 503" in result.stderr
 
 

@@ -170,7 +170,7 @@ def test_systemd_units_pass_systemd_analyze_verify(
     service = (out / "pgvault-app-backup.service").read_text()
     assert "TimeoutStartSec=10min" in service
     env_file = str(config_path.with_suffix(".env")).replace("%", "%%")
-    assert f"EnvironmentFile=-{env_file}\n" in service
+    assert f"EnvironmentFile={env_file}\n" in service
     assert "ExecStart=" + str(Installation.current().command[0]) in service
 
 
@@ -255,3 +255,13 @@ def test_an_installation_is_this_interpreters_pgvault() -> None:
     assert here.path.endswith("/usr/local/bin:/usr/bin:/bin")
     with pytest.raises(pgvault.ConfigError, match="--user no-such-user-x: no such user"):
         Installation.current(user="no-such-user-x")
+
+
+def test_the_scheduling_page_shows_what_the_command_prints() -> None:
+    """docs/scheduling.md's crontab and units are the code's output for its example config
+    (regenerate with python -m tests.operations.schedule_docs)."""
+    from tests.operations.schedule_docs import DOC, rewrite
+
+    doc = DOC.read_text()
+    assert doc.count("<!-- generated: ") == 2
+    assert rewrite(doc) == doc, "run: python -m tests.operations.schedule_docs"

@@ -4,6 +4,7 @@ a pipeline's ``[schedule]``, see :mod:`pgvault.operations.schedule`) and ``repor
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,9 @@ def notify_report(config: PipelineConfig, report: Report, chart_svg: str) -> int
     config.require_notify_env()
     outcomes = send_report(config, report_event(config, report, chart_svg))
     for notifier, delivered in outcomes:
-        state = "sent" if delivered else "NOT sent (see the log)"
-        print(f"report {state}: {notifier.describe()}", file=sys.stderr)
+        # Quiet on success (-v shows it): a weekly cron job mails whatever reaches stderr.
+        if delivered:
+            logging.getLogger("pgvault.notify").info("report sent: %s", notifier.describe())
+        else:
+            print(f"pgvault: report NOT sent: {notifier.describe()} (see above)", file=sys.stderr)
     return 0 if all(delivered for _, delivered in outcomes) else 1

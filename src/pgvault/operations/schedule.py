@@ -291,9 +291,9 @@ def systemd_units(config: PipelineConfig, installation: Installation) -> dict[st
             f"Environment=LANG={installation.lang}",
         ]
         if installation.env_file is not None:
-            # "-": a missing file is no error (the secrets may come from elsewhere). The value
-            # is one path to the end of the line: spaces need no quotes (quotes are refused).
-            service.append(f"EnvironmentFile=-{_literal(str(installation.env_file))}")
+            # Required, as the cron line's ". FILE" is: a job without its secrets would fail
+            # later and less clearly. One path to the end of the line: spaces need no quotes.
+            service.append(f"EnvironmentFile={_literal(str(installation.env_file))}")
         service.append("ExecStart=" + " ".join(_systemd_arg(a) for a in job.argv))
         if job.note:
             service.insert(6, f"# {job.note}")
