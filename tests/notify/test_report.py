@@ -122,3 +122,28 @@ def test_a_report_reaches_only_notifiers_that_ask(events: tuple[str, ...] | None
     notifier = Webhook(url="http://127.0.0.1:9/", events=events)  # type: ignore[arg-type]
     assert not notifier.wants("report")
     assert Webhook(url="http://127.0.0.1:9/", events=("report",)).wants("report")
+
+
+def test_telegram_gets_the_summary_line_alone(
+    httpserver: HTTPServer, notify_config: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report to Telegram is its summary line and the host, not the table."""
+    from pgvault.notify.api import report_event, send_report
+    from pgvault.operations.report.report import build
+
+    monkeypatch.setenv("TG_TOKEN", "123456:AAH-secret")
+    httpserver.expect_request("/bot123456:AAH-secret/sendMessage").respond_with_json(
+        {"ok": True, "result": {"message_id": 1}}
+    )
+    config = _with_two_backups(
+        notify_config(
+            '[[notify]]\ntype = "telegram"\nbot_token_env = "TG_TOKEN"\nchat_id = 7\n'
+            f'api_url = "{httpserver.url_for("/")}"\nevents = ["report"]\n'
+        )
+    )
+    [(_, delivered)] = send_report(config, report_event(config, build(config)))
+    assert delivered
+    [(request, _)] = httpserver.log
+    title, host = json.loads(request.get_data())["text"].split("\n\n")
+    assert title.startswith("pgvault: report test: 2 backup(s), 0 failed")
+    assert host.startswith("host: ")

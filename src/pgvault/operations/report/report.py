@@ -326,7 +326,7 @@ class Report:
             )
             lines.append(
                 f"destination {d.name} ({d.location}): {human_bytes(d.stored_bytes)}"
-                + (f" [{classes}]" if classes else "")
+                + (f" [{classes}]" if set(d.bytes_by_class) - {"default"} else "")
                 + f", ${d.monthly_cost:.2f}/month"
             )
         if self.free_space:
