@@ -513,3 +513,7 @@ def _free_space(
         wal = report.wal.period_bytes if report.wal else 0
         growth = (stored + wal) / weeks if weeks else None
     return FreeSpace(free, total, str(threshold), threshold.bytes_of(total), growth)
+
+
+report = build
+"""The Python API's name for :func:`build` (``pgvault.report(config, since=…)``)."""

@@ -6,41 +6,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pgvault.cli import common
 from pgvault.exceptions import ConfigError
-from pgvault.pipeline_config import PipelineConfig
 
 if TYPE_CHECKING:
     from pgvault.operations.report.report import Report
+    from pgvault.pipeline_config import PipelineConfig
 
 
-def add_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """Add ``schedule`` through the app's ``command(name, help)`` factory."""
-    p = command("schedule", "print crontab lines or systemd units for the [schedule] jobs")
-    kind = p.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--cron", action="store_true", help="an /etc/cron.d file")
-    kind.add_argument("--systemd", action="store_true", help="a .service and .timer per job")
-    p.add_argument("--user", help="user the jobs run as (default: you)")
-    p.add_argument(
-        "--env-file",
-        type=Path,
-        metavar="FILE",
-        help="KEY=value file read before each job, for secrets (default: CONFIG's name with "
-        ".env, when it exists)",
-    )
-    p.add_argument(
-        "--output-dir",
-        type=Path,
-        metavar="DIR",
-        help="with --systemd: write the units into DIR (e.g. /etc/systemd/system)",
-    )
-
-
-def run(args: argparse.Namespace, config: PipelineConfig) -> int:
-    """Print or write what ``args`` asks for; exit 0."""
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """``pgvault schedule``: print or write what ``args`` asks for; exit 0."""
     from pgvault.operations.schedule import (
         Installation,
         crontab,
@@ -49,6 +27,7 @@ def run(args: argparse.Namespace, config: PipelineConfig) -> int:
         write_units,
     )
 
+    config = common.load(args)
     env_file = args.env_file
     if env_file is None and config.path is not None:
         default = config.path.with_suffix(".env")
