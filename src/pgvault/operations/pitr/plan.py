@@ -34,7 +34,7 @@ import attrs
 
 from pgvault.exceptions import PgVaultError, RestoreError
 from pgvault.transforms.api import DecodeContext
-from pgvault.wal.archive import ClusterId, WalArchive
+from pgvault.wal.archive import ClusterId, StoredWal, WalArchive
 from pgvault.wal.chain import read_history
 from pgvault.wal.names import (
     HistoryEntry,
@@ -145,12 +145,18 @@ class ArchiveState:
 
 
 def load_state(
-    archive: WalArchive, cluster: ClusterId, segment_size: int, context: DecodeContext
+    archive: WalArchive,
+    cluster: ClusterId,
+    segment_size: int,
+    context: DecodeContext,
+    *,
+    listing: Sequence[StoredWal] | None = None,
 ) -> ArchiveState:
-    """One listing of the cluster's archive, and each of its history files read."""
+    """One listing of the cluster's archive (or ``listing``, one made already), and each of its
+    history files read."""
     segments: dict[int, dict[int, datetime | None]] = {}
     history_files: set[int] = set()
-    for item in archive.list(cluster):
+    for item in archive.list(cluster) if listing is None else listing:
         n = item.name
         if n.kind is Kind.HISTORY:
             history_files.add(n.timeline)
