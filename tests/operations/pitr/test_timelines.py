@@ -28,11 +28,12 @@ import pytest
 import pgvault
 from pgvault.operations.pitr.plan import PitrRefused
 from pgvault.operations.pitr.restore import restore_pitr
-from pgvault.operations.pitr.targets import build_target
+from pgvault.operations.pitr.targets import build_target, utc_text
 from pgvault.postgres.cluster import PostgresCluster
 from pgvault.settings import RetentionPolicy
 from pgvault.units import Duration
 from tests.basebackup_rig import basebackup_config
+from tests.conftest import pgvault_cli
 from tests.operations.pitr.conftest import cleanup, restore_to, rows, wait_archived
 from tests.wal.conftest import WalRig, chown_postgres, postgres_folder, set_archive_command
 
@@ -260,6 +261,16 @@ def test_retention_with_pitr_within_keeps_the_earliest_promised_moment_restorabl
         after = next(w for w in plain.wal.after if w.timeline == 1)
         assert story.b1 in before.intervals[0].backups
         assert after.intervals[0].backups == (story.b3,)
+        # The command prints both windows, per timeline.
+        with rig.config.open("a") as f:
+            f.write("\n[retention]\nkeep_last = 1\n")
+        out = pgvault_cli("prune", rig.config, "--dry-run")
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        was = next(line for line in lines if line.startswith("PITR window before: "))
+        will = next(line for line in lines if line.startswith("PITR window after:  "))
+        assert "timeline 1: " in was and "timeline 2: " in was
+        assert utc_text(after.intervals[0].earliest) in will.partition("timeline 1: ")[2]
 
         result = prune(config, policy=policy)
         decision = result.plan.decision(story.b1)
