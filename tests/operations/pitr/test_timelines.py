@@ -114,7 +114,10 @@ def promoted(pgvault_for_postgres: list[str]) -> Iterator[Promoted]:
         # The old primary goes on along timeline 1, and is backed up after the fork.
         cluster.execute("INSERT INTO t SELECT generate_series(151, 160)")
         b3 = pgvault.run(pgvault.load_config(config))
-        wait_archived(rig, str(cluster.execute("SELECT pg_current_wal_insert_lsn()")[0][0]))
+        # Write before switching: right after a backup the current segment may hold nothing, and
+        # pg_switch_wal() does not close an empty segment.
+        (last,) = rig.switch(1)
+        rig.wait_archived(last)
         yield Promoted(
             rig,
             b1.backup_id,
