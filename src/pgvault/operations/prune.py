@@ -217,7 +217,10 @@ def prune(
         ),
         running,
     )
+    # WAL a running backup may need stays; so does WAL a damaged folder (whose manifest cannot
+    # say which WAL it needs: perhaps a base backup) may need, from its id's time on.
     in_progress = [lease.started_at for lease in running.values()]
+    in_progress += [t for d in contents.damaged if (t := started_from_id(d.backup_id)) is not None]
     tiers = primary.tiers if primary.sink is config.sink else ()
     if dry_run:
         wal_plan = wal_view.plan(retention, promise, in_progress, windows=True)
