@@ -49,7 +49,7 @@ from typing import Any
 import attrs
 
 from benchmarks import wal as walb
-from benchmarks.measure import Sample, run, summarize
+from benchmarks.measure import Sample, compile_bytecode, run, summarize
 from pgvault.postgres.cluster import PostgresCluster, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -304,6 +304,7 @@ def measure_restores(rig: Rig, work: Path, reps: int) -> list[dict[str, Any]]:
 def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     """Build the cluster, measure backups then restores; the results."""
     version = ensure_pgbackrest()
+    compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="pgvault-bbbench-"))
     work.chmod(0o755)
     walb.chown(work)

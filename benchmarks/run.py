@@ -34,7 +34,7 @@ import zstandard
 
 from benchmarks import basebackup, chart, compressors, dataset, pipelines, scaling
 from benchmarks import wal as wal_bench
-from benchmarks.measure import Result, run
+from benchmarks.measure import Result, compile_bytecode, run
 from pgvault.postgres.cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +143,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             sys.exit(f"benchmarks: {tool} is needed (Debian: apt-get install {package})")
 
+    compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="pgvault-bench-"))
     cluster = PostgresCluster(base_dir=None)
     cluster.start()
@@ -303,6 +304,12 @@ def write_report(
         "and is not counted.",
         "- A warm-up dump fills the page cache first; methods alternate within each repetition.",
         "- Output sizes are the files written, or the backup's stored size for pgvault.",
+        "- pgvault's modules are compiled to bytecode before measuring, as an installed package "
+        "has them (this machine sets `PYTHONDONTWRITEBYTECODE=1`, and an editable install would "
+        "otherwise compile 300-odd modules at every start, about 0.25 CPU-s per command).",
+        "- The machine is shared (2 cores, other sessions running tests): wall times are noisy; "
+        "CPU seconds of the process tree and peak RSS hold under load. Each section gives the "
+        "load average it was measured under.",
         "",
         "## Backup",
         "",

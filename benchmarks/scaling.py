@@ -45,7 +45,7 @@ from typing import Any
 import attrs
 
 from benchmarks import dataset
-from benchmarks.measure import Result, Sample, run, summarize
+from benchmarks.measure import Result, Sample, compile_bytecode, run, summarize
 from benchmarks.pipelines import write_config
 from pgvault.postgres.cluster import PostgresCluster
 
@@ -488,6 +488,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def measure_parts(parts: list[str], args: argparse.Namespace) -> None:
     """Run ``parts`` and save each one's results."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     for part in parts:
         log(f"part {part}")
         data = PART_RUNNERS[part](args)

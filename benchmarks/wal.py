@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pgvault
+from benchmarks.measure import compile_bytecode
 from pgvault.postgres.cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -507,6 +508,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     work.chmod(0o755)
     chown(work)
     versions = ensure_peers()
+    compile_bytecode()
     methods = [m for m in args.only.split(",") if m]
     sinks = [s for s in args.sinks.split(",") if s]
     s3 = S3(work) if "s3" in sinks else None
