@@ -414,10 +414,7 @@ def scaling_svg(data: dict[str, Any]) -> str:
         ticks = [(x, f"{x:g} {unit}") for x in xs]
         for what in ("wall", "cpu"):
             series = [
-                (
-                    f"{name} ({'wall' if what == 'wall' else 'CPU'})",
-                    [(p["x"], p[what]) for p in pts if p["name"] == name],
-                )
+                (name, [(p["x"], p[what]) for p in pts if p["name"] == name])
                 for name in (LIMIT, PGVAULT)
             ]
             title = f"{'wall time' if what == 'wall' else 'CPU (process tree)'} against {unit}"

@@ -189,9 +189,10 @@ def line_chart(title: str, panels: Sequence[LinePanel]) -> str:
             top, panel.title, first, [], t0, t1, panel.y_label, colours[0], False, more=more
         )
         for x, text in panel.x_ticks:
+            anchor = "end" if x >= t1 else "middle"  # the last label must not leave the panel
             parts.append(
                 f'<text x="{_x(x, t0, t1):.1f}" y="{top + PANEL + 16}" font-size="11" '
-                f'text-anchor="middle">{escape(text)}</text>'
+                f'text-anchor="{anchor}">{escape(text)}</text>'
             )
         for j, (name, _) in enumerate(panel.series):
             y = top + 14 + 16 * j
