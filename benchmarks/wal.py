@@ -95,6 +95,11 @@ def as_postgres(argv: list[str]) -> list[str]:
 def ensure_peers() -> dict[str, str]:
     """pgBackRest and barman-cloud from Debian (installed when missing); their versions."""
     if not shutil.which("pgbackrest") or not shutil.which("barman-cloud-wal-archive"):
+        if not AS_ROOT:
+            sys.exit(
+                "benchmarks: pgbackrest or barman-cloud-wal-archive is missing; as root: "
+                "apt-get install -y pgbackrest barman-cli-cloud"
+            )
         log("installing pgbackrest and barman-cli-cloud (apt-get)")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(
