@@ -79,10 +79,19 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def postmaster_cpu(data: Path) -> float:
+def postmaster_cpu(data: Path, wait: float = 30.0) -> float:
     """CPU seconds of a running server's postmaster and the children it reaped (the startup
-    process ends with recovery, carrying the restore_commands it waited for)."""
+    process ends with recovery, carrying the restore_commands it waited for). Waits until the
+    startup process is gone: the server reports the end of recovery a moment before it exits."""
     pid = (data / "postmaster.pid").read_text().split()[0]
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        children = subprocess.run(
+            ["ps", "--ppid", pid, "-o", "cmd="], capture_output=True, text=True
+        ).stdout
+        if "startup" not in children:
+            break
+        time.sleep(0.05)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(x) for x in fields[11:15]) / TICK
 
