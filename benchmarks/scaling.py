@@ -140,7 +140,9 @@ def bench() -> Iterator[Bench]:
     from benchmarks.run import make_key
 
     work = Path(tempfile.mkdtemp(prefix="pgvault-scaling-"))
-    cluster = PostgresCluster(base_dir=None)
+    # pg_dump locks every table it dumps in one transaction: 10,000 tables need more lock slots
+    # than the default 64 per connection (times 50 connections) give.
+    cluster = PostgresCluster(base_dir=None, settings={"max_locks_per_transaction": "512"})
     cluster.start()
     try:
         key = make_key(work)
