@@ -443,6 +443,8 @@ def many_lines(data: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {_esc(r['name'])} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['max_rss_mb']:.0f} |"
         )
+    if data.get("note"):  # added by hand to saved results, e.g. which pgvault was measured
+        lines += ["", str(data["note"])]
     if data.get("pgvault_missing"):
         lines += [
             "",
