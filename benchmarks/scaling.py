@@ -342,7 +342,13 @@ def dataset_lines(data: dict[str, Any]) -> list[str]:
             f"{p['process_cpu']:.2f} | {per_stage} | {p['process_cpu'] - stage_cpu:.2f} | "
             f"{p['children_cpu']:.2f} |"
         )
-    lines += ["", "Top functions by own time, per stage (the largest stage of each dataset):", ""]
+    lines += [
+        "",
+        "Top functions by own time in the largest stage of each dataset (cProfile's clock is "
+        "the wall clock, so a call that waits for a core counts its wait too; the stage's CPU "
+        "is in brackets):",
+        "",
+    ]
     for row in data["rows"]:
         stages_ = row["profile"]["stages"]
         if not stages_:
