@@ -404,10 +404,10 @@ def scaling_lines(data: dict[str, Any], svg_name: str) -> list[str]:
             series = [(p["x"], p["cpu"]) for p in pts if p["name"] == name]
             if len(series) >= 3:
                 a, slope, miss = _fit(series)
+                per = "GB of the ladder" if axis == "size_gb" else "1,000 tables"
                 lines.append(
-                    f"\n{_esc(name)}: CPU ≈ {a:.2f} s + {slope * scale:.3f} s per "
-                    f"{'GB' if axis == 'size_gb' else '1,000 tables'}; the worst point is "
-                    f"{miss * 100:.0f}% off that line."
+                    f"\n{_esc(name)}: CPU ≈ {a:.2f} s + {slope * scale:.3f} s per {per}; "
+                    f"the worst point is {miss * 100:.0f}% off that line."
                 )
     return lines
 

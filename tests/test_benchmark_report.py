@@ -81,7 +81,7 @@ def test_scaling_parts_render_ratios_fits_chart_and_a_missing_source(
         in text
     )
     assert f"1.05{X} the limit (met), CPU 1.20{X} the pipeline's (met)" in text
-    assert "+ 3.000 s per GB; the worst point is 0% off that line" in text
+    assert "+ 3.000 s per GB of the ladder; the worst point is 0% off that line" in text
     assert "pgvault's side is not measured" in text
     assert len(ET.parse(svg).getroot().findall("{http://www.w3.org/2000/svg}polyline")) == 4
 
