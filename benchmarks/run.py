@@ -304,7 +304,8 @@ def write_report(
         "and is not counted.",
         "- A warm-up dump fills the page cache first; methods alternate within each repetition.",
         "- Output sizes are the files written, or the backup's stored size for pgvault.",
-        "- pgvault's modules are compiled to bytecode before measuring, as an installed package "
+        "- From 2026-12-02 on, pgvault's modules are compiled to bytecode before measuring, as an "
+        "installed package "
         "has them (this machine sets `PYTHONDONTWRITEBYTECODE=1`, and an editable install would "
         "otherwise compile 300-odd modules at every start, about 0.25 CPU-s per command).",
         "- The machine is shared (2 cores, other sessions running tests): wall times are noisy; "
