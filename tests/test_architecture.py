@@ -9,7 +9,7 @@ import pytest
 
 from tests.import_graph import cycles, edges
 
-COMPOSERS = {"pgvault", "pgvault.cli.app"}
+COMPOSERS = {"pgvault", "pgvault.cli.common"}
 """Modules allowed to import the composition root (pgvault.config) at run time."""
 
 
@@ -36,6 +36,15 @@ def test_only_the_cli_and_the_api_import_config() -> None:
     assert importers <= COMPOSERS
 
 
+def test_integrations_call_the_public_api() -> None:
+    """pgvault.integrations (Celery …) import at run time only the top-level API, the config
+    lookup and the exceptions: they are callers of the API, like a user's program."""
+    imported = {
+        b for a, b, kind in edges() if a.startswith("pgvault.integrations") and kind != "typing"
+    }
+    assert imported <= {"pgvault", "pgvault.config_lookup", "pgvault.exceptions"}
+
+
 def test_settings_is_a_leaf() -> None:
     """pgvault.settings imports nothing of pgvault but units and exceptions."""
     imported = {b for a, b, _ in edges() if a == "pgvault.settings"}
@@ -59,6 +68,54 @@ def test_import_pgvault_loads_almost_nothing() -> None:
         " if m.startswith(('psycopg', 'pgvault.operations', 'pgvault.engine', 'pgvault.config'))))"
     )
     assert out.strip() == "[]"
+
+
+HEAVY = ("psycopg", "pgvault.operations", "pgvault.engine", "pgvault.vault", "pgvault.config")
+"""What a command's handler may import, and parsing the command line must not."""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--version"], ["restore", "--help"], ["no-such-command"], ["completion", "fish"]],
+)
+def test_parsing_the_command_line_imports_no_operation(argv: list[str]) -> None:
+    """``pgvault --help`` (and a usage error, ``--version``, ``completion``) runs on the parser
+    alone: the handlers' modules, and what they import, load only when their command runs."""
+    out = _fresh(
+        "import sys\n"
+        "from pgvault.cli.app import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"heavy = {HEAVY!r}\n"
+        "found = sorted(m for m in sys.modules\n"
+        "               if any(m == h or m.startswith(h + '.') for h in heavy))\n"
+        "print('HEAVY', found, file=sys.stderr)\n"
+    )
+    assert "HEAVY []" in out, out
+
+
+def test_every_command_has_a_handler() -> None:
+    """The dispatch table and the parser name the same commands, and every handler resolves."""
+    import argparse
+
+    from pgvault.cli.app import COMMANDS, handler
+    from pgvault.cli.parser import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+    for name in COMMANDS:
+        assert callable(handler(name))
+
+
+def test_the_parser_knows_wal_fetch_s_abort_code() -> None:
+    """wal-fetch's usage errors abort recovery with the code wal.fetch uses (kept apart so that
+    parsing imports no WAL code)."""
+    from pgvault.cli.exits import EXIT_ABORT_RECOVERY
+    from pgvault.wal.fetch import EXIT_ABORT_RECOVERY as FETCH_ABORT
+
+    assert EXIT_ABORT_RECOVERY == FETCH_ABORT
 
 
 def test_public_names_resolve() -> None:

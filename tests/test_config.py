@@ -273,3 +273,41 @@ def test_a_config_given_another_sink_stores_there(tmp_path: Path) -> None:
     assert moved.destinations[0].sink is elsewhere
     assert [d.sink for d in moved.destinations] == [elsewhere]
     assert config.destinations[0].sink is config.sink
+
+
+def test_the_schedule_table_reads_cron_specs_and_durations(tmp_path: Path) -> None:
+    """[schedule] gives each job a CronSpec, and the delay and timeout as lengths of time."""
+    config = pgvault.load_config(
+        write(
+            tmp_path,
+            GOOD
+            + '[schedule]\nbackup = "30 2 * * *"\ndrill = "weekly"\n'
+            + 'randomized_delay = "10m"\ntimeout = "6h"\n',
+        )
+    )
+    schedule = config.schedule
+    assert schedule.backup is not None and schedule.backup.expression == "30 2 * * *"
+    assert schedule.drill is not None and schedule.drill.expression == "0 0 * * 0"
+    assert schedule.prune is None and schedule.check is None and schedule.report is None
+    assert schedule.randomized_delay == timedelta(minutes=10)
+    assert schedule.timeout == timedelta(hours=6)
+    assert [name for name, _ in schedule.jobs()] == ["backup", "drill"]
+    bare = pgvault.load_config(write(tmp_path, GOOD)).schedule
+    assert bare.jobs() == () and bare.randomized_delay == timedelta(0) and bare.timeout is None
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ('backup = "61 2 * * *"', "schedule.backup: minute: 61 is out of range 0-59"),
+        ('check = "often"', "schedule.check: a cron expression has 5 fields"),
+        ("prune = 3", "schedule.prune: expected a cron expression"),
+        ('timeout = "soon"', "schedule.timeout: invalid duration 'soon'"),
+        ('timeout = "0s"', "schedule: invalid value: timeout must be longer than 0s"),
+        ('backups = "daily"', "schedule.backups: unknown key (did you mean 'backup'?)"),
+    ],
+)
+def test_schedule_mistakes_name_file_and_key(tmp_path: Path, table: str, expected: str) -> None:
+    """A wrong [schedule] value is one line with the file and the key."""
+    message = error_of(tmp_path, GOOD + "[schedule]\n" + table + "\n")
+    assert message.startswith(f"{tmp_path / 'pipeline.toml'}: {expected}")

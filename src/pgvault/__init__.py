@@ -45,9 +45,12 @@ if TYPE_CHECKING:
         VaultError,
     )
     from pgvault.operations.check import CheckResult, Problem, Status, check
+    from pgvault.operations.copy import CopyResult, copy
     from pgvault.operations.drill import DrillResult, drill
     from pgvault.operations.prune import PruneResult, prune
+    from pgvault.operations.report.report import Report, report
     from pgvault.operations.restore.database import RestoreResult, restore
+    from pgvault.operations.restore.options import RestoreOptions
     from pgvault.pipeline_config import PipelineConfig
     from pgvault.plugin.hookspecs import hookimpl
     from pgvault.settings import CheckThresholds, DrillSettings, RestoreSettings, RetentionPolicy
@@ -95,12 +98,17 @@ _WHERE: dict[str, str] = {
     "CheckResult": "pgvault.operations.check",
     "Problem": "pgvault.operations.check",
     "Status": "pgvault.operations.check",
+    "copy": "pgvault.operations.copy",
+    "CopyResult": "pgvault.operations.copy",
+    "report": "pgvault.operations.report.report",
+    "Report": "pgvault.operations.report.report",
     "drill": "pgvault.operations.drill",
     "DrillResult": "pgvault.operations.drill",
     "prune": "pgvault.operations.prune",
     "PruneResult": "pgvault.operations.prune",
     "restore": "pgvault.operations.restore.database",
     "RestoreResult": "pgvault.operations.restore.database",
+    "RestoreOptions": "pgvault.operations.restore.options",
     "hookimpl": "pgvault.plugin.hookspecs",
     "CheckThresholds": "pgvault.settings",
     "DrillSettings": "pgvault.settings",
@@ -128,6 +136,7 @@ __all__ = [
     "CheckThresholds",
     "CiphertextError",
     "ConfigError",
+    "CopyResult",
     "DamagedBackup",
     "DecryptionKeyError",
     "DrillResult",
@@ -146,7 +155,9 @@ __all__ = [
     "Problem",
     "Progress",
     "PruneResult",
+    "Report",
     "RestoreError",
+    "RestoreOptions",
     "RestoreResult",
     "RestoreSettings",
     "RetentionPlan",
@@ -164,11 +175,13 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "check",
+    "copy",
     "drill",
     "hookimpl",
     "load_config",
     "parse_config",
     "prune",
+    "report",
     "restore",
     "run",
 ]

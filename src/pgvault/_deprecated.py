@@ -36,6 +36,7 @@ OLD_PATHS: dict[str, tuple[str, ...]] = {
     "pgvault.pg_archive": ("pgvault.postgres.archive",),
     "pgvault.cluster_globals": ("pgvault.postgres.globals",),
     "pgvault.database_props": ("pgvault.postgres.database",),
+    "pgvault.cli.storage": ("pgvault.cli.commands.storage", "pgvault.cli.parser"),
 }
 """Each old module path and the module(s) that now hold its names, searched in order."""
 

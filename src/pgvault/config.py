@@ -20,6 +20,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,12 +37,14 @@ from pgvault.settings import (
     LogSettings,
     RestoreSettings,
     RetentionPolicy,
+    ScheduleSettings,
 )
 from pgvault.sinks.api import Sink
 from pgvault.sinks.destinations import check_tier_policies, parse_destinations
 from pgvault.sources.api import Source
 from pgvault.transforms.api import Transform
 from pgvault.transforms.digest import SUPPORTED as SUPPORTED_CHECKSUMS
+from pgvault.units import Duration
 from pgvault.wal.settings import WalSettings
 
 __all__ = ["TOP_LEVEL_KEYS", "PipelineConfig", "load_config", "parse_config", "structure"]
@@ -68,6 +71,7 @@ TOP_LEVEL_KEYS = (
     "metrics_file",
     "wal",
     "hook",
+    "schedule",
 )
 
 
@@ -163,6 +167,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
     check = section(CheckThresholds, "check")
     log_settings = section(LogSettings, "logging")
     wal = section(WalSettings, "wal")
+    schedule = section(ScheduleSettings, "schedule")
     metrics_file = _coerce(data.get("metrics_file"), Path | None, where, "metrics_file", base)
     check_tier_policies(destinations, retention, where)
     raw_hooks = data.get("hook", [])
@@ -191,6 +196,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
         drill=drill,
         wal=wal,
         hooks=hooks,
+        schedule=schedule,
     )
 
 
@@ -357,6 +363,13 @@ def _coerce(
                 f"expected a table, got {_show(value, secret=secret)}", path=where, key=key
             )
         return structure(hint, value, where=where, key=key, base=base)
+    if hint is timedelta:
+        # A plain length of time (``[schedule] timeout``): read like a Duration, kept as the
+        # timedelta the schedulers compute with.
+        try:
+            return Duration.from_config(value).delta
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=where, key=key) from None
     if hint is Path:
         if not isinstance(value, str):
             raise ConfigError(

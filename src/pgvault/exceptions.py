@@ -47,6 +47,11 @@ class SourceError(PgVaultError):
     """A source (pg_dump, files …) failed; the message carries the tool's own error text."""
 
 
+class SourceUnavailableError(SourceError):
+    """The source's database could not be reached (refused, timed out, gone, or refusing this
+    login): worth another attempt later, unlike a dump that failed."""
+
+
 class TransformError(PgVaultError):
     """A transform could not encode or decode a stream.
 

@@ -23,6 +23,7 @@ from pgvault.settings import (
     LogSettings,
     RestoreSettings,
     RetentionPolicy,
+    ScheduleSettings,
 )
 from pgvault.sinks.destinations import Destination
 from pgvault.wal.settings import WalSettings
@@ -67,6 +68,8 @@ class PipelineConfig:
     """The ``[wal]`` table: continuous WAL archiving (defaults when absent)."""
     hooks: tuple[ExecHook, ...] = ()
     """The ``[[hook]]`` tables: commands run before and after operations (exec hooks)."""
+    schedule: ScheduleSettings = attrs.field(factory=ScheduleSettings)
+    """The ``[schedule]`` table: when each job runs (cron, systemd and Celery beat read it)."""
     # --- several destinations (issue 15): ``sink`` is the first (primary) one's sink.
     destinations: tuple[Destination, ...] = attrs.field(
         default=attrs.Factory(

@@ -1,5 +1,5 @@
-"""The settings values: what a pipeline's ``[restore]``, ``[drill]``, ``[check]``, ``[logging]``
-and ``[retention]`` tables say, as frozen attrs classes.
+"""The settings values: what a pipeline's ``[restore]``, ``[drill]``, ``[check]``, ``[logging]``,
+``[retention]`` and ``[schedule]`` tables say, as frozen attrs classes.
 
 A leaf: it imports nothing of pgvault but :mod:`pgvault.units` and :mod:`pgvault.exceptions`.
 :mod:`pgvault.config` builds these values from TOML; the operations and the engine take them as
@@ -9,12 +9,20 @@ arguments, so nothing needs the config module at run time. (``[wal]`` is
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 
-from pgvault.units import ByteSize, Duration, SpaceThreshold, TimeZoneName, parse_duration
+from pgvault.units import (
+    ByteSize,
+    CronSpec,
+    Duration,
+    SpaceThreshold,
+    TimeZoneName,
+    parse_duration,
+)
 
 _DEFAULT_MAX_AGE = Duration.parse("26h")  # a daily backup, plus two hours of slack
 _TEN_MIB = ByteSize(10 * 2**20)
@@ -213,3 +221,48 @@ class RetentionPolicy:
         if self.keep_within:
             parts.append(f"within {self.keep_within}")
         return ", ".join(parts) + f" ({self.timezone})"
+
+
+SCHEDULED_JOBS = ("backup", "prune", "check", "drill", "report")
+"""The jobs a ``[schedule]`` table can time, in the order schedulers list them."""
+
+
+def _not_negative_delta(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value < timedelta(0):
+        raise ValueError(f"{attribute.name} cannot be negative")
+
+
+def _positive_delta(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value <= timedelta(0):
+        raise ValueError(f"{attribute.name} must be longer than 0s")
+
+
+@attrs.frozen
+class ScheduleSettings:
+    """The ``[schedule]`` table: when each job of the pipeline runs, for the schedulers that
+    start them (``pgvault schedule --cron|--systemd``, the Celery beat schedule).
+
+    Each job is a :class:`~pgvault.units.CronSpec` (``"0 2 * * *"``, ``"weekly"``) or absent
+    (not scheduled). The times are the host's local time, as cron's and systemd's are.
+    """
+
+    backup: CronSpec | None = None
+    """When ``pgvault run`` takes a backup."""
+    prune: CronSpec | None = None
+    """When ``pgvault prune`` applies the retention policy."""
+    check: CronSpec | None = None
+    """When ``pgvault check`` runs (and pings monitoring through the notifiers)."""
+    drill: CronSpec | None = None
+    """When ``pgvault drill`` restores the latest backup to prove it."""
+    report: CronSpec | None = None
+    """When ``pgvault report --notify`` sends the report through the notifiers."""
+    randomized_delay: timedelta = attrs.field(default=timedelta(0), validator=_not_negative_delta)
+    """Start each job up to this much later, at random (``"10m"``): many hosts given one
+    schedule do not all hit the database and the sink in the same second."""
+    timeout: timedelta | None = attrs.field(default=None, validator=_positive_delta)
+    """Stop a job that runs longer than this (``"6h"``); none by default."""
+
+    def jobs(self) -> tuple[tuple[str, CronSpec], ...]:
+        """The scheduled jobs as ``(name, spec)``, in :data:`SCHEDULED_JOBS` order."""
+        found = ((name, getattr(self, name)) for name in SCHEDULED_JOBS)
+        return tuple((name, spec) for name, spec in found if spec is not None)

@@ -1,4 +1,5 @@
-"""Config value types that read themselves from TOML: durations, byte sizes, time zones.
+"""Config value types that read themselves from TOML: durations, byte sizes, time zones, cron
+schedules.
 
 Each type has a ``from_config(value)`` classmethod that :func:`pgvault.config.structure` calls
 for a field annotated with it; a ``ValueError`` it raises becomes a config error naming the file
@@ -9,7 +10,7 @@ it stands in the config ("max_age 26h"), not a recomputed form.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -214,3 +215,258 @@ class TimeZoneName(str):
     def zone(self) -> ZoneInfo:
         """The zone itself."""
         return ZoneInfo(self)
+
+
+# --- cron expressions (issue 16: the [schedule] table) ---
+
+_CRON_ALIASES = {
+    "hourly": "0 * * * *",
+    "daily": "0 0 * * *",
+    "weekly": "0 0 * * 0",
+    "monthly": "0 0 1 * *",
+}
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_SYSTEMD_DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+
+
+@attrs.frozen
+class _CronField:
+    """One field's rules: its name in messages, its range, and the names it accepts."""
+
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()
+    name_base: int = 0
+
+
+_CRON_FIELDS = (
+    _CronField("minute", 0, 59),
+    _CronField("hour", 0, 23),
+    _CronField("day of month", 1, 31),
+    _CronField("month", 1, 12, _MONTH_NAMES, 1),
+    # 7 is Sunday too, as in every cron; it is folded into 0 when the field is normalized.
+    _CronField("day of week", 0, 7, _DAY_NAMES, 0),
+)
+_CRON_TERM = re.compile(r"^(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/([0-9]+))?$")
+
+
+def _cron_number(text: str, spec: _CronField) -> int:
+    if text.isdigit():
+        value = int(text)
+    elif text in spec.names:
+        value = spec.names.index(text) + spec.name_base
+    else:
+        named = f" or a name ({', '.join(spec.names)})" if spec.names else ""
+        raise ValueError(f"{spec.name}: {text!r} is not a number{named}")
+    if not spec.low <= value <= spec.high:
+        raise ValueError(f"{spec.name}: {value} is out of range {spec.low}-{spec.high}")
+    return value
+
+
+def _cron_values(text: str, spec: _CronField) -> tuple[frozenset[int], str]:
+    """The values a field matches, and the field with names turned into numbers.
+
+    The grammar is Vixie cron's (what cronie and Debian's cron accept): terms ``*``, ``n``,
+    ``a-b``, each optionally ``/step`` except a bare number (``5/10`` is refused by cron).
+    """
+    values: set[int] = set()
+    terms: list[str] = []
+    for term in text.split(","):
+        m = _CRON_TERM.match(term)
+        if not m:
+            raise ValueError(f"{spec.name}: cannot read {term!r} in {text!r}")
+        star, first, last, step_text = m.groups()
+        if star:
+            low, high = spec.low, spec.high
+        else:
+            low = _cron_number(first, spec)
+            high = _cron_number(last, spec) if last is not None else low
+            if last is None and step_text is not None:
+                raise ValueError(
+                    f"{spec.name}: {term!r} is not cron syntax (a step needs a range: "
+                    f"'{low}-{spec.high}/{step_text}' or '*/{step_text}')"
+                )
+            if high < low:
+                raise ValueError(f"{spec.name}: range {term!r} runs backwards")
+        step = 1
+        if step_text is not None:
+            step = int(step_text)
+            if step < 1:
+                raise ValueError(f"{spec.name}: step must be at least 1 in {term!r}")
+        values.update(range(low, high + 1, step))
+        shown = "*" if star else (f"{low}-{high}" if last is not None else str(low))
+        terms.append(shown + (f"/{step}" if step_text is not None else ""))
+    return frozenset(values), ",".join(terms)
+
+
+def _compress(values: frozenset[int], sep: str, show: Any = str) -> str:
+    """Sorted values as a list of runs: ``1,3..5`` (systemd) or ``1,3-5`` (cron)."""
+    ordered = sorted(values)
+    runs: list[str] = []
+    start = prev = ordered[0]
+    for v in [*ordered[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        runs.append(show(start) if start == prev else f"{show(start)}{sep}{show(prev)}")
+        if v is not None:
+            start = prev = v
+    return ",".join(runs)
+
+
+def _systemd_field(values: frozenset[int], low: int, high: int) -> str:
+    """A field of an ``OnCalendar=`` time or date: ``*``, ``start/step`` or a list of runs."""
+    if values == frozenset(range(low, high + 1)):
+        return "*"
+    ordered = sorted(values)
+    if len(ordered) > 2:
+        step = ordered[1] - ordered[0]
+        # systemd's "a/n" repeats to the end of the range: usable when the progression does.
+        if ordered == list(range(ordered[0], high + 1, step)) and ordered[-1] + step > high:
+            return f"{ordered[0]:02d}/{step}"
+    return _compress(values, "..", lambda v: f"{v:02d}")
+
+
+@attrs.frozen
+class CronSpec:
+    """When a scheduled job runs: a 5-field cron expression, read strictly.
+
+    ``parse`` takes ``minute hour day-of-month month day-of-week`` with numbers, ``*``, ranges
+    ``a-b``, steps ``*/n`` and ``a-b/n``, lists, month and day names (``jan``, ``mon-fri``), and
+    the aliases ``hourly``, ``daily``, ``weekly``, ``monthly`` (also with ``@``). ``expression``
+    is the normalized form: single spaces, names as numbers, Sunday as 0, so any cron
+    implementation (and Celery's ``crontab``) reads it the same way. The five field attributes
+    are the fields of ``expression``.
+
+    Days follow cron's rule: when both day of month and day of week are restricted (neither
+    starts with ``*``), a day matches if *either* does; otherwise both must.
+    """
+
+    expression: str
+    minute: str
+    hour: str
+    day_of_month: str
+    month: str
+    day_of_week: str
+    text: str = attrs.field(eq=False)
+    """What the config said (``"weekly"``), for messages."""
+    _sets: tuple[frozenset[int], ...] = attrs.field(eq=False, repr=False, alias="sets")
+
+    @classmethod
+    def parse(cls, text: str) -> CronSpec:
+        """Read ``text``; ``ValueError`` with one line naming the field at fault."""
+        if not isinstance(text, str):
+            raise ValueError(f"expected a cron expression such as '0 2 * * *', got {text!r}")
+        lowered = text.strip().lower()
+        expanded = _CRON_ALIASES.get(lowered.removeprefix("@"), lowered)
+        if lowered.startswith("@") and lowered[1:] not in _CRON_ALIASES:
+            raise ValueError(
+                f"unknown schedule alias {text.strip()!r} (use @hourly, @daily, @weekly, "
+                "@monthly or 5 cron fields)"
+            )
+        parts = expanded.split()
+        if len(parts) != 5:
+            raise ValueError(
+                f"a cron expression has 5 fields (minute hour day-of-month month day-of-week), "
+                f"got {len(parts)} in {text.strip()!r}"
+            )
+        fields: list[str] = []
+        sets: list[frozenset[int]] = []
+        for part, rules in zip(parts, _CRON_FIELDS, strict=True):
+            values, normal = _cron_values(part, rules)
+            sets.append(frozenset(v % 7 for v in values) if rules.high == 7 else values)
+            if rules.name == "day of week" and 7 in values and not normal.startswith("*"):
+                # Sunday as 7 becomes 0, so that readers that stop at 6 (Celery) agree. A field
+                # starting with "*" keeps its text: it means the same over 0-6, and rewriting it
+                # would change cron's day rule (see the class docs).
+                normal = _compress(frozenset(v % 7 for v in values), "-")
+            fields.append(normal)
+        minute, hour, dom, month, dow = fields
+        spec = cls(" ".join(fields), minute, hour, dom, month, dow, text.strip(), tuple(sets))
+        if not spec._possible():
+            raise ValueError(f"day of month: {dom!r} never occurs in month {month!r}")
+        return spec
+
+    @classmethod
+    def from_config(cls, value: Any) -> CronSpec:
+        """Read a TOML string (see :meth:`parse`)."""
+        if isinstance(value, CronSpec):
+            return value
+        return cls.parse(value)
+
+    def values(self, field: str) -> frozenset[int]:
+        """The numbers field ``field`` (``"minute"``, ``"day_of_week"`` …) matches; Sunday is 0."""
+        return self._sets[("minute", "hour", "day_of_month", "month", "day_of_week").index(field)]
+
+    def _days_either(self) -> bool:
+        return not self.day_of_month.startswith("*") and not self.day_of_week.startswith("*")
+
+    def _possible(self) -> bool:
+        if self._days_either():
+            return True
+        longest = {2: 29, 4: 30, 6: 30, 9: 30, 11: 30}
+        days = self.values("day_of_month")
+        return any(min(days) <= longest.get(m, 31) for m in self.values("month"))
+
+    def matches(self, when: datetime) -> bool:
+        """Whether cron would start the job at ``when`` (its minute; seconds are ignored)."""
+        if when.minute not in self.values("minute") or when.hour not in self.values("hour"):
+            return False
+        if when.month not in self.values("month"):
+            return False
+        dom = when.day in self.values("day_of_month")
+        dow = (when.isoweekday() % 7) in self.values("day_of_week")
+        return (dom or dow) if self._days_either() else (dom and dow)
+
+    def next_after(self, when: datetime) -> datetime:
+        """The first minute strictly after ``when`` at which cron starts the job (same tzinfo;
+        wall-clock arithmetic, as cron's)."""
+        start = when.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        day = start.replace(hour=0, minute=0)
+        hours, minutes = sorted(self.values("hour")), sorted(self.values("minute"))
+        # Eight years covers every possible day, 29 February included.
+        for _ in range(8 * 366 + 1):
+            if self.matches(day.replace(hour=hours[0], minute=minutes[0])):
+                for hour in hours:
+                    for minute in minutes:
+                        candidate = day.replace(hour=hour, minute=minute)
+                        if candidate >= start:
+                            return candidate
+            day += timedelta(days=1)
+        raise ValueError(f"{self.text!r} never runs")  # unreachable: parse refuses such specs
+
+    def systemd_calendars(self) -> tuple[str, ...]:
+        """``OnCalendar=`` values that together fire exactly when cron would.
+
+        One value, except when both day fields are restricted: cron then runs on either, and
+        systemd ANDs a weekday with a date, so each gets its own ``OnCalendar=`` line.
+        """
+        time = (
+            f"{_systemd_field(self.values('hour'), 0, 23)}:"
+            f"{_systemd_field(self.values('minute'), 0, 59)}:00"
+        )
+        month = _systemd_field(self.values("month"), 1, 12)
+        dom = _systemd_field(self.values("day_of_month"), 1, 31)
+        days = self.values("day_of_week")
+        weekday = _compress(days, "..", lambda v: _SYSTEMD_DAYS[v]) + " "
+        if len(days) == 7:
+            weekday = ""
+        if self._days_either():
+            return (f"*-{month}-{dom} {time}", f"{weekday}*-{month}-* {time}")
+        return (f"{weekday}*-{month}-{dom} {time}",)
+
+    def systemd_calendar(self) -> str:
+        """The one ``OnCalendar=`` value meaning this schedule; ``ValueError`` when it takes two
+        (see :meth:`systemd_calendars`)."""
+        calendars = self.systemd_calendars()
+        if len(calendars) != 1:
+            raise ValueError(
+                f"{self.text!r} restricts both day of month and day of week (cron runs on "
+                "either), which takes two OnCalendar= lines: use systemd_calendars()"
+            )
+        return calendars[0]
+
+    def __str__(self) -> str:
+        return self.expression

@@ -198,3 +198,42 @@ def test_prune_never_takes_what_a_running_backup_writes(
     assert result.removed == () and result.partials_removed == 0
     vault = Vault.from_config(config)
     assert vault.verify(vault.manifest(out.strip())).ok
+
+
+def test_a_lease_held_by_a_zombie_is_taken_over(
+    tmp_path: Path, make_config: ConfigMaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run killed with its parent (a Celery worker's child) is a zombie until init reaps it,
+    late or never in some containers: its lease must not block the next run for ten minutes."""
+    import socket
+    import subprocess
+
+    from pgvault.engine.runlock import LEASE_SECONDS, Lease
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a")
+    config = pgvault.load_config(make_config({"type": "files", "paths": [str(tmp_path / "data")]}))
+    dead = subprocess.Popen(["true"])  # not waited for: a zombie once it exits
+    stat = Path(f"/proc/{dead.pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never became a zombie"
+        time.sleep(0.01)
+    try:
+        held = Lease(
+            kind="scheduled",
+            backup_id=new_backup_id(utc_now()),
+            host=socket.gethostname(),
+            pid=dead.pid,
+            started_at=utc_now(),
+            expires_at=utc_now() + timedelta(seconds=LEASE_SECONDS),
+            token="zombie",
+        )
+        vault = Vault.from_config(config)
+        vault.sink.write_bytes(lease_key(config.name, "scheduled"), held.to_json())
+        with caplog.at_level("WARNING", logger="pgvault.runlock"):
+            pgvault.run(config)
+    finally:
+        dead.wait()
+    assert f"its process {dead.pid} is gone" in caplog.text
+    assert len(vault.backups()) == 1

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import pgvault
-from pgvault.postgres.cluster import runuser
+from pgvault.postgres.cluster import pg_ctl_start, runuser
 from pgvault.testing import PostgresCluster
 from pgvault.transforms import keys
 from tests.conftest import render_config
@@ -257,23 +257,8 @@ class RestoredCluster:
         self, timeout: int = 120, *, wait_promoted: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """pg_ctl start, then (``wait_promoted``) wait until recovery is over."""
-        started = subprocess.run(
-            as_postgres(
-                [
-                    str(self.source.bindir / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.log),
-                    "-w",
-                    "-t",
-                    str(timeout),
-                    "start",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-            cwd=self.data.parent,
+        started = pg_ctl_start(
+            self.source.bindir, self.data, self.log, timeout=timeout, cwd=self.data.parent
         )
         if started.returncode != 0 or not wait_promoted:
             return started

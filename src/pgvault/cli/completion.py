@@ -12,6 +12,7 @@ files for the config and other paths.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import attrs
@@ -161,3 +162,23 @@ def install_path(shell: str, home: Path | None = None) -> Path:
         "zsh": home / ".zfunc/_pgvault",
         "fish": home / ".config/fish/completions/pgvault.fish",
     }[shell]
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """``pgvault completion SHELL [--install]``: generated from the whole parser."""
+    from pgvault.cli.parser import build_parser
+
+    script = GENERATORS[args.shell](build_parser())
+    if not args.install:
+        print(script, end="")
+        return 0
+    path = install_path(args.shell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    print(f"wrote {path}", file=sys.stderr)
+    if args.shell == "zsh":
+        print(
+            "add to ~/.zshrc: fpath=(~/.zfunc $fpath); autoload -Uz compinit; compinit",
+            file=sys.stderr,
+        )
+    return 0

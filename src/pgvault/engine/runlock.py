@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -174,7 +175,7 @@ def run_lock(
             expires_at=utc_now() + timedelta(seconds=LEASE_SECONDS),
             token=secrets.token_hex(8),
         )
-        stack.enter_context(_vault_lease(vault, lease))
+        stack.enter_context(vault_lease(vault, lease))
         yield
 
 
@@ -244,7 +245,9 @@ def _read_lease(vault: Vault, key: str) -> Lease | None:
 
 
 @contextlib.contextmanager
-def _vault_lease(vault: Vault, lease: Lease) -> Iterator[None]:
+def vault_lease(vault: Vault, lease: Lease) -> Iterator[None]:
+    """Hold ``lease`` in ``vault`` for the ``with`` block: taken (or a stale one taken over),
+    renewed in the background, given back at the end; raises if another holds it."""
     key = lease_key(vault.name, lease.kind)
     _take(vault, key, lease)
     _ACTIVE.add(lease.token)
@@ -347,7 +350,19 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # another user's process: alive
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped: a run killed with its parent (a Celery
+    worker's child) stays a zombie until init reaps it, which some containers' init does late or
+    never. It holds no lock, and its lease must not block the next run for the lease's life."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux), or gone since: os.kill answered for it
+    fields = stat.rpartition(")")[2].split()
+    return bool(fields) and fields[0] == "Z"
 
 
 def _utc(dt: datetime) -> datetime:
@@ -356,3 +371,6 @@ def _utc(dt: datetime) -> datetime:
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_vault_lease = vault_lease  # its private name, for code not yet updated (other branches)

@@ -199,7 +199,7 @@ def _extract(
     context: DecodeContext,
     progress: Progress | None,
 ) -> None:
-    from pgvault.operations.restore.database import _ChunkReader
+    from pgvault.operations.restore.files import ChunkReader as _ChunkReader
 
     chunks = vault.decoded(manifest, path, context)
 

@@ -30,7 +30,7 @@ from pgvault.exceptions import ConfigError, ObjectExistsError, ObjectNotFoundErr
 from pgvault.sinks.destinations import Destination
 from pgvault.sinks.fanout import remove_stored
 from pgvault.transforms.digest import MD5_SIDECAR, Digests
-from pgvault.vault.contents import Vault, _check_digests, latest_first
+from pgvault.vault.contents import Vault, check_digests, latest_first
 from pgvault.vault.manifest import MANIFEST_NAME, Manifest, utc_now
 from pgvault.vault.retention import plan
 
@@ -152,7 +152,7 @@ def _copy_backup(
     config: PipelineConfig, src_vault: Vault, dst: Destination, manifest: Manifest
 ) -> int:
     """Copy one backup: artifacts checked and committed, then MD5SUMS, then the manifest."""
-    from pgvault.engine.runlock import LEASE_SECONDS, Lease, _vault_lease
+    from pgvault.engine.runlock import LEASE_SECONDS, Lease, vault_lease
 
     dst_vault = Vault(dst.sink, config.name)
     lease = Lease(
@@ -165,7 +165,7 @@ def _copy_backup(
         token=secrets.token_hex(8),
     )
     total = 0
-    with _vault_lease(dst_vault, lease):
+    with vault_lease(dst_vault, lease):
         for art in manifest.artifacts:
             key = src_vault.artifact_key(manifest.backup_id, art.path)
             digests = Digests(manifest.checksums)
@@ -174,7 +174,7 @@ def _copy_backup(
                     digests.update(chunk)
                     writer.write(chunk)
                 # A copy that differs from what was backed up is never committed.
-                _check_digests(manifest, art.path, art.size, art.digests, digests)
+                check_digests(manifest, art.path, art.size, art.digests, digests)
                 writer.commit()
             total += art.size
         sidecar = src_vault.artifact_key(manifest.backup_id, MD5_SIDECAR)

@@ -114,7 +114,7 @@ def overview(config: PipelineConfig, now: datetime | None = None) -> Overview:
         prefix = f"{config.name}/backups/"
         try:
             listing: list[ObjectInfo] = dest.sink.list(prefix)
-            contents = vault.contents(now)
+            contents = vault.contents(now, listing=listing)  # one listing serves both
         except PgVaultError as exc:
             if len(config.destinations) == 1:
                 raise

@@ -26,6 +26,7 @@ import psycopg
 from pgvault.exceptions import PgVaultError, RestoreError
 from pgvault.observability import REPORTED
 from pgvault.operations.restore.database import ValidationReport, restore_database
+from pgvault.operations.restore.options import RestoreOptions
 from pgvault.operations.restore.target import DatabaseTarget, drop_database_quietly
 from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
@@ -201,14 +202,17 @@ def drill(
                 # the default one. Subscriptions are never restored: a drill must not connect to
                 # a publisher, nor hold the live subscriber's slot name.
                 bare = ephemeral and not any(a.role == GLOBALS_ROLE for a in manifest.artifacts)
-                result = restore_database(
-                    config,
-                    manifest,
-                    target,
+                options = RestoreOptions(
                     no_owner=bare,
                     no_privileges=bare,
                     no_tablespaces=ephemeral and manifest.source.get("format") != "plain",
                     subscriptions=False,
+                )
+                result = restore_database(
+                    config,
+                    manifest,
+                    target,
+                    options,
                     settings=getattr(config, "restore", None) or RestoreSettings(),
                     context=context,
                     plugin_manager=plugin_manager,

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from pgvault.exceptions import ConfigError, SourceError
+from pgvault.exceptions import ConfigError, SourceError, SourceUnavailableError
 
 APPLICATION_NAME = "pgvault"
 
@@ -59,7 +59,7 @@ def conninfo_problem(exc: BaseException) -> str:
     libpq quotes the part it could not parse (``invalid percent-encoded token: "Pct%ZZ-…"``),
     and that part is often the password: a message must name the fault, never echo it.
     """
-    line = _first_line(str(exc)).strip()
+    line = first_line(str(exc)).strip()
     redacted = _QUOTED.sub(lambda m: m.group(0) if m.group(0) == '"="' else '"…"', line)
     if redacted.count('"') % 2:
         redacted = redacted.split('"', 1)[0].rstrip(" :")  # an unbalanced quote: cut it off
@@ -89,7 +89,9 @@ def connect(dsn: str, **overrides: str) -> psycopg.Connection[tuple[object, ...]
             f"invalid PostgreSQL connection string: {conninfo_problem(exc)}"
         ) from None
     except psycopg.Error as exc:
-        raise SourceError(f"cannot connect to PostgreSQL: {_first_line(str(exc))}") from None
+        raise SourceUnavailableError(
+            f"cannot connect to PostgreSQL: {first_line(str(exc))}"
+        ) from None
 
 
 def describe_dsn(dsn: str, **overrides: str) -> str:
@@ -192,7 +194,8 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first line of a (server or tool) message, for a one-line error."""
     return text.strip().splitlines()[0] if text.strip() else text
 
 
@@ -277,3 +280,6 @@ def pipe_into(
         raise
     rc = proc.wait()
     return rc, out.text(), err.text()
+
+
+_first_line = first_line  # its private name, for code not yet updated (other branches)

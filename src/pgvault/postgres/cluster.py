@@ -80,6 +80,37 @@ def _as_postgres() -> list[str]:
     return [runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
+def pg_ctl_start(
+    bindir: Path,
+    data: Path,
+    log: Path,
+    *,
+    timeout: int = 60,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``pg_ctl start -w`` of the data directory ``data`` (as postgres when run as root), the
+    server logging to ``log``; the finished pg_ctl, whose failure the caller judges."""
+    return subprocess.run(
+        [
+            *_as_postgres(),
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            str(timeout),
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+    )
+
+
 class PostgresCluster:
     """One throwaway cluster. ``start()``, ``stop()``, ``destroy()``; connect with :meth:`dsn`.
 
@@ -161,6 +192,9 @@ class PostgresCluster:
             cwd=self.base,
             env={**os.environ, **self.environment},
         )
+        self._check(argv, result)
+
+    def _check(self, argv: list[str], result: subprocess.CompletedProcess[str]) -> None:
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
             raise ClusterUnavailable(
@@ -170,19 +204,14 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         """Start the server and wait until it accepts connections."""
-        self._run(
-            [
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
+        started = pg_ctl_start(
+            self.bindir,
+            self.data,
+            self.log,
+            cwd=self.base,
+            env={**os.environ, **self.environment},
         )
+        self._check([str(self.bindir / "pg_ctl")], started)
         return self
 
     def stop(self, mode: str = "fast") -> None:

@@ -35,12 +35,12 @@ from pgvault.engine.flow import Aborted
 from pgvault.exceptions import PgVaultError, SourceError
 from pgvault.postgres.client import (
     _Collector,
-    _first_line,
     check_dsn,
     child_env,
     connect,
     exit_description,
     find_binary,
+    first_line,
     split_dsn,
     tool_version,
 )
@@ -358,7 +358,7 @@ class _BaseBackupRun(SourceRun):
                     [self._app_name],
                 )
         except psycopg.Error as exc:
-            log.info("could not end the backup's walsender: %s", _first_line(str(exc)))
+            log.info("could not end the backup's walsender: %s", first_line(str(exc)))
 
     def _read_base(self) -> Iterator[bytes]:
         proc = self._proc

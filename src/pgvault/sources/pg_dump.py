@@ -26,12 +26,12 @@ import psycopg
 from pgvault.exceptions import SourceError
 from pgvault.postgres.client import (
     _Collector,
-    _first_line,
     check_dsn,
     child_env,
     connect,
     exit_description,
     find_binary,
+    first_line,
     pipe_into,
     quote_ident,
     split_dsn,
@@ -278,7 +278,7 @@ class _PgDumpRun(SourceRun):
                 )
             except psycopg.Error as exc:
                 raise SourceError(
-                    f"source.lock_wait_timeout {src.lock_wait_timeout!r}: {_first_line(str(exc))}"
+                    f"source.lock_wait_timeout {src.lock_wait_timeout!r}: {first_line(str(exc))}"
                 ) from None
 
         self._globals = self._globals_choice() if src.globals else None
@@ -303,7 +303,7 @@ class _PgDumpRun(SourceRun):
         except psycopg.errors.LockNotAvailable as exc:
             raise SourceError(
                 f"database {self._database}: a table stayed locked by another session for longer "
-                f"than source.lock_wait_timeout ({src.lock_wait_timeout}): {_first_line(str(exc))}"
+                f"than source.lock_wait_timeout ({src.lock_wait_timeout}): {first_line(str(exc))}"
             ) from None
         lo_row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
         self._large_objects = int(str(lo_row[0])) if lo_row else 0

@@ -23,7 +23,7 @@ id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ from pgvault.exceptions import (
     TransformError,
 )
 from pgvault.plugin.components import load_component
-from pgvault.sinks.api import Sink
+from pgvault.sinks.api import ObjectInfo, Sink
 from pgvault.transforms.api import ArtifactBinding, Codec, DecodeContext, Transform
 from pgvault.transforms.digest import MD5_SIDECAR, Digests
 from pgvault.vault.manifest import MANIFEST_NAME, Manifest, future_dated, id_time
@@ -161,28 +161,32 @@ class Vault:
 
     # Reading
 
-    def _ids(self) -> dict[str, set[str]]:
+    def _ids(self, listing: Iterable[ObjectInfo] | None = None) -> dict[str, set[str]]:
         """Every backup folder id, with the names of the files in it."""
         prefix = f"{self.name}/backups/"
         found: dict[str, set[str]] = {}
-        for info in self.sink.list(prefix):
+        for info in self.sink.list(prefix) if listing is None else listing:
             rest = info.key[len(prefix) :]
             backup_id, _, fname = rest.partition("/")
             if fname:
                 found.setdefault(backup_id, set()).add(fname)
         return found
 
-    def contents(self, now: datetime | None = None) -> VaultContents:
+    def contents(
+        self, now: datetime | None = None, *, listing: Iterable[ObjectInfo] | None = None
+    ) -> VaultContents:
         """Every backup folder, read once: good manifests, damaged ones, folders without one.
 
         A manifest that cannot be used is reported in ``damaged``, never raised: one bad object
         must not hide the good backups. A sink that cannot be reached still raises SinkError.
+        ``listing`` is the sink's listing of ``<name>/backups/`` when the caller already has it
+        (it is not listed again).
         """
         now = now or datetime.now(UTC)
         good: list[Manifest] = []
         damaged: list[DamagedBackup] = []
         incomplete: list[str] = []
-        for backup_id, files in sorted(self._ids().items()):
+        for backup_id, files in sorted(self._ids(listing).items()):
             if MANIFEST_NAME not in files:
                 incomplete.append(backup_id)
                 continue
@@ -353,7 +357,7 @@ class Vault:
                 raise IntegrityError(
                     f"backup {manifest.backup_id}: artifact {path}: missing", artifact=path
                 ) from None
-            _check_digests(manifest, art.path, art.size, art.digests, digests)
+            check_digests(manifest, art.path, art.size, art.digests, digests)
             stored.close()
 
         flow.spawn(f"fetch-{path}", read)
@@ -468,7 +472,7 @@ class Vault:
                             "be re-read until it is restored (thawed)"
                         )
                         continue
-                    _check_digests(manifest, art.path, art.size, art.digests, digests)
+                    check_digests(manifest, art.path, art.size, art.digests, digests)
             except ObjectNotFoundError:
                 problems.append(VerifyProblem(art.path, "missing"))
             except PgVaultError as exc:
@@ -569,13 +573,15 @@ def _decode(codec: Codec, inp: Channel, out: Channel, path: str) -> None:
         raise
 
 
-def _check_digests(
+def check_digests(
     manifest: Manifest,
     path: str,
     size: int,
     expected: dict[str, str],
     digests: Digests,
 ) -> None:
+    """Raise :class:`IntegrityError` unless ``digests`` (of the bytes read of artifact ``path``)
+    match the ``size`` and ``expected`` digests ``manifest`` recorded for it."""
     if digests.size != size:
         raise IntegrityError(
             f"backup {manifest.backup_id}: artifact {path}: {digests.size} bytes stored, "
@@ -604,3 +610,6 @@ def _source_class(manifest: Manifest) -> Any:
 def latest_first(manifests: Sequence[Manifest]) -> list[Manifest]:
     """``manifests`` sorted newest first (by start time, then id)."""
     return sorted(manifests, key=lambda m: (m.started_at, m.backup_id), reverse=True)
+
+
+_check_digests = check_digests  # its private name, for code not yet updated (other branches)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
 import json
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -140,7 +140,7 @@ def test_parallel_restore_gives_pg_restore_the_data_offsets(
     reads it, and restores."""
     config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)}))
     pgvault.run(config)
-    restore_module = sys.modules["pgvault.operations.restore.database"]
+    restore_module = importlib.import_module("pgvault.operations.restore.loading")
     fill = restore_module.fill_data_offsets
     work_files: list[tuple[bool, set[int]]] = []
 

@@ -1,7 +1,8 @@
 """The command-line face of point-in-time recovery: ``restore``'s target options and ``mark``.
 
-``pgvault.cli`` stays a thin dispatcher: it adds these arguments to its ``restore`` parser and
-hands a restore over to :func:`run_restore` when :func:`wanted` says it is one of a base backup.
+The options themselves are defined in :mod:`pgvault.cli.parser` (parsing imports no operation);
+``pgvault restore`` hands a restore over to :func:`run_restore` when :func:`wanted` says it is one
+of a base backup.
 """
 
 from __future__ import annotations
@@ -35,60 +36,6 @@ _TARGET_OPTIONS = (
     "pgvault",
     "archive",
 )
-
-
-def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
-    """The point-in-time recovery options of ``pgvault restore``."""
-    group = parser.add_argument_group(
-        "point-in-time recovery (base backups; --target-dir is the new data directory)"
-    )
-    group.add_argument(
-        "--target-time",
-        metavar="TIME",
-        help="recover to TIME, with an offset or zone: 2026-12-02T14:32:05+01:00, "
-        "'2026-12-02 14:32:05 Europe/Berlin'",
-    )
-    group.add_argument("--target-lsn", metavar="LSN", help="recover to this LSN (0/3000060)")
-    group.add_argument("--target-name", metavar="NAME", help="recover to a pgvault mark")
-    group.add_argument("--target-xid", metavar="XID", help="recover to this transaction's commit")
-    group.add_argument(
-        "--target-immediate", action="store_true", help="stop as soon as the backup is consistent"
-    )
-    group.add_argument(
-        "--target-exclusive", action="store_true", help="stop just before the target"
-    )
-    group.add_argument(
-        "--target-timeline", metavar="TLI", help="latest (default), current or a number"
-    )
-    group.add_argument(
-        "--target-action",
-        choices=("pause", "promote", "shutdown"),
-        help="what the server does at the target (default promote; PostgreSQL's is pause)",
-    )
-    group.add_argument(
-        "--delete-existing",
-        action="store_true",
-        help="replace the contents of a non-empty --target-dir (asks first)",
-    )
-    group.add_argument(
-        "--start", action="store_true", help="start the cluster and wait for recovery to end"
-    )
-    group.add_argument("--port", type=int, help="port of the restored cluster")
-    group.add_argument(
-        "--pgvault",
-        metavar="COMMAND",
-        help="how the server's user starts pgvault in restore_command (default: the pgvault "
-        "beside this Python)",
-    )
-    group.add_argument(
-        "--archive",
-        action="store_true",
-        help="leave archive_mode as the source had it (default: off, so the copy never "
-        "archives into the source's WAL)",
-    )
-    group.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="with --start: give up waiting after this"
-    )
 
 
 def wanted(args: argparse.Namespace, config: PipelineConfig) -> bool:
@@ -163,17 +110,6 @@ def run_restore(args: argparse.Namespace, config: PipelineConfig) -> int:
     if result.started is not None and not result.started.ok:
         return 1
     return 0
-
-
-def add_mark_command(sub: argparse.ArgumentParser) -> None:
-    """The arguments of ``pgvault mark CONFIG NAME``."""
-    sub.add_argument("name", help="restore point name (letters, digits, . _ -)")
-    sub.add_argument(
-        "--no-switch",
-        action="store_true",
-        help="do not switch WAL afterwards (the mark is archived when its segment fills)",
-    )
-    sub.add_argument("--json", action="store_true", help="print the mark as JSON")
 
 
 def run_mark(args: argparse.Namespace, config: PipelineConfig) -> int:

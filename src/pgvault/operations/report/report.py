@@ -251,3 +251,7 @@ def build(
         price_per_gib_month=price,
         drills=tuple(reversed(drills)),
     )
+
+
+report = build
+"""The Python API's name for :func:`build` (``pgvault.report(config, since=…)``)."""

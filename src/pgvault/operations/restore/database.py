@@ -1,38 +1,40 @@
-"""Bringing backups back: pg_dump archives into a database, files archives into a folder.
+"""Bringing backups back: the entry point :func:`restore`, and a pg_dump backup into a database.
 
 Restore never overwrites by accident. A database restore goes into a new database unless told to
 replace one (``drop_existing``); then a safety backup of the current database is taken into the
-vault first, and if the restore fails after the drop, the error says how to get it back. A failed
-restore into a new database drops what it created. A files restore goes only into an empty or new
-folder.
+vault first, and if the restore fails after the drop, the error says how to get it back
+(:mod:`~pgvault.operations.restore.replace`). A failed restore into a new database drops what it
+created. A files restore (:mod:`~pgvault.operations.restore.files`) goes only into an empty or new
+folder. Loading the archives is :mod:`~pgvault.operations.restore.loading`; the choices a restore
+takes are one :class:`~pgvault.operations.restore.options.RestoreOptions`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import logging
-import os
-import shlex
-import shutil
-import tarfile
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 import psycopg
 
-from pgvault.exceptions import ArchiveFormatError, PgVaultError, RestoreError
-from pgvault.operations.restore.selection import RestorePlan, display_name, plan_restore
+from pgvault.exceptions import PgVaultError, RestoreError
+from pgvault.operations.restore.files import ChunkReader, restore_files
+from pgvault.operations.restore.loading import (
+    Plans,
+    check_work_space,
+    plan_archives,
+    restore_archives,
+)
+from pgvault.operations.restore.options import RestoreOptions, RestoreResult
+from pgvault.operations.restore.replace import Steps, failure_message, safety_backup
+from pgvault.operations.restore.selection import RestorePlan, display_name
 from pgvault.operations.restore.target import (
     Created,
     DatabaseTarget,
     TargetOptions,
-    TargetPlan,
     apply_properties,
     check_target,
     connect_server,
@@ -43,7 +45,6 @@ from pgvault.operations.restore.target import (
     drop_roles,
     shielded,
 )
-from pgvault.operations.restore.untar import TarExtractor
 
 # Validation lives in its own module; its names stay importable from here.
 from pgvault.operations.restore.validation import (
@@ -52,14 +53,12 @@ from pgvault.operations.restore.validation import (
     validate_database,
 )
 from pgvault.operations.thaw import ThawOptions, restore_source
-from pgvault.plugin.manager import call_hook
 from pgvault.plugin.restore_hooks import restore_events
-from pgvault.postgres.archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
 from pgvault.postgres.client import (
-    _first_line,
     connect,
     exit_description,
     find_binary,
+    first_line,
     pipe_into,
     quote_ident,
     split_dsn,
@@ -68,7 +67,7 @@ from pgvault.postgres.globals import GLOBALS_ROLE, Globals, decode_globals
 from pgvault.settings import RestoreSettings
 from pgvault.sources.pg_dump import schema_selected, server_major
 from pgvault.transforms.api import DecodeContext
-from pgvault.vault.contents import Vault, raise_if_damaged
+from pgvault.vault.contents import Vault
 from pgvault.vault.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -77,6 +76,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DatabaseTarget",
+    "RestoreOptions",
     "RestoreResult",
     "RestoreSettings",
     "TableCheck",
@@ -92,27 +92,7 @@ __all__ = [
 
 log = logging.getLogger("pgvault.restore")
 
-
-@attrs.frozen
-class RestoreResult:
-    """What a restore did."""
-
-    backup_id: str
-    target: str
-    """The database (``user@host:port/db``) or folder restored into."""
-    raw_bytes: int
-    safety_backup_id: str | None = None
-    """Id of the safety backup taken before replacing an existing database."""
-    validation: ValidationReport | None = None
-    """Tables compared with the manifest (database restores)."""
-    created_roles: tuple[str, ...] = ()
-    """Roles the target server lacked and the restore created from the backup's globals."""
-    notes: tuple[str, ...] = ()
-    """What was left out or refused (a setting of a missing role, subscriptions not restored,
-    a replication slot left on a publisher), one line each."""
-    warnings: tuple[str, ...] = ()
-    """What the restore could not bring back, by name: materialized views left without their
-    data, objects a partial restore left out because they need tables it does not include."""
+_ChunkReader = ChunkReader  # its name here before files restore had its own module
 
 
 def database_exists(target: DatabaseTarget, maintenance_db: str | None = None) -> bool:
@@ -127,31 +107,22 @@ def restore_database(
     config: PipelineConfig,
     manifest: Manifest,
     target: DatabaseTarget,
+    options: RestoreOptions | None = None,
     *,
-    jobs: int = 1,
-    drop_existing: bool = False,
-    no_owner: bool = False,
-    no_privileges: bool = False,
-    role: str | None = None,
-    tables: tuple[str, ...] = (),
-    schemas: tuple[str, ...] = (),
-    create_roles: bool = True,
-    tablespace_map: Mapping[str, str] | None = None,
-    no_tablespaces: bool = False,
-    subscriptions: bool = False,
-    locale: str | None = None,
     settings: RestoreSettings | None = None,
     context: DecodeContext | None = None,
     progress: Progress | None = None,
     plugin_manager: pluggy.PluginManager | None = None,
+    **choices: Any,
 ) -> RestoreResult:
     """Restore pg_dump backup ``manifest`` into database ``target``, then validate it.
 
+    ``options`` (:class:`RestoreOptions`; or its fields as keyword ``choices``) say how.
     Everything that can be checked is checked before the first side effect (see
-    :mod:`pgvault.operations.restore.target`). The database must not exist unless ``drop_existing``
-    is
-    set; then a safety backup of it is stored in the vault first (kind ``safety``), and it is
-    dropped. The new database gets the source's encoding, locale and provider (libc
+    :mod:`pgvault.operations.restore.target`). The database must not exist unless
+    ``drop_existing`` is set; then a safety backup of it is stored in the vault first (kind
+    ``safety``, :mod:`pgvault.operations.restore.replace`), and it is dropped. The new
+    database gets the source's encoding, locale and provider (libc
     ``locale`` instead, keeping the encoding, if given); roles the target lacks are created
     from the backup's globals (unless ``create_roles`` is false), never altering existing ones;
     objects go to the tablespaces of ``tablespace_map`` (old name to new) or, with
@@ -159,8 +130,7 @@ def restore_database(
     (then restored as pg_dump writes them: disabled, not connected). ``tables``/``schemas``
     restore only those tables and schemas, with what they need and what belongs to them (see
     :mod:`pgvault.operations.restore.selection`); a selection that matches nothing is refused
-    before the
-    target is touched. After the restore, every table the manifest lists (or every table
+    before the target is touched. After the restore, every table the manifest lists (or every table
     selected) must be present with the recorded row counts (exactly where counted, within
     ``estimate_tolerance`` otherwise); then the database's own properties (comment, ACL,
     settings, connection limit) are applied.
@@ -172,26 +142,27 @@ def restore_database(
     a message that says what the target now holds; an interrupt (Ctrl-C, SIGTERM) propagates
     with that message as a note (``exc.__notes__``).
     """
+    opts = RestoreOptions.of(options, choices)
     if manifest.source_type != "pg_dump":
         raise RestoreError(
             f"backup {manifest.backup_id} is a {manifest.source_type!r} backup; "
             "restore it with --target-dir"
         )
     fmt = manifest.source.get("format", "custom")
-    if (tables or schemas) and fmt == "plain":
+    if opts.partial and fmt == "plain":
         raise RestoreError(
             f"backup {manifest.backup_id} is a plain SQL dump: --table/--schema need a custom "
             "or tar archive"
         )
-    if (tables or schemas) and drop_existing:
+    if opts.partial and opts.drop_existing:
         # Replacing a database with part of a backup would leave only that part of it.
         raise RestoreError(
             f"--drop-existing replaces all of database {target.name!r}: a partial restore "
             "(--table/--schema) would leave nothing in it but the selection; restore the "
             "selection into a new database and copy from there"
         )
-    mapping = dict(tablespace_map or {})
-    if mapping and no_tablespaces:
+    mapping = opts.tablespace_map
+    if mapping and opts.no_tablespaces:
         raise RestoreError("give --tablespace-map or --no-tablespaces, not both")
     if mapping and fmt != "custom":
         raise RestoreError(
@@ -199,12 +170,14 @@ def restore_database(
             "archive; create the tablespace on the target"
             + (", or use --no-tablespaces" if fmt == "tar" else "")
         )
-    if no_tablespaces and fmt == "plain":
+    if opts.no_tablespaces and fmt == "plain":
         raise RestoreError(
             f"backup {manifest.backup_id} is a plain SQL dump: --no-tablespaces needs a custom "
             "or tar archive; create the tablespace on the target"
         )
     settings = settings or getattr(config, "restore", None) or RestoreSettings()
+    # --work-dir wins over [restore] work_dir.
+    opts = attrs.evolve(opts, work_dir=opts.work_dir or settings.work_dir)
     # The target's address is the user's input: a malformed one is refused before any reading.
     split_dsn(target.dsn)
     vault = Vault.from_config(config)
@@ -212,10 +185,10 @@ def restore_database(
     # Keys and formats are checked before the target is touched: a missing key writes nothing.
     vault.decoders(manifest, context)
     # So is the selection (one that names nothing creates nothing), from the archives' TOCs.
-    plans: _Plans | None = None
+    plans: Plans | None = None
     if fmt != "plain":
         try:
-            plans = _plan(vault, manifest, context, tables, schemas)
+            plans = plan_archives(vault, manifest, context, opts.tables, opts.schemas)
         except RestoreError:
             raise
         except PgVaultError as exc:  # damage or a wrong key, caught before the target is touched
@@ -224,52 +197,41 @@ def restore_database(
                 f"was changed: {exc}"
             ) from exc
     globals_ = _read_globals(vault, manifest, context)
-    _check_work_space(manifest, jobs, settings.work_dir, fmt)
-    opts = TargetOptions(
-        drop_existing=drop_existing,
-        no_owner=no_owner,
-        no_privileges=no_privileges,
-        role=role,
-        create_roles=create_roles,
+    check_work_space(manifest, opts.jobs, opts.work_dir, fmt)
+    target_opts = TargetOptions(
+        drop_existing=opts.drop_existing,
+        no_owner=opts.no_owner,
+        no_privileges=opts.no_privileges,
+        role=opts.role,
+        create_roles=opts.create_roles,
         tablespace_map=mapping,
-        no_tablespaces=no_tablespaces,
-        locale=locale,
+        no_tablespaces=opts.no_tablespaces,
+        locale=opts.locale,
         maintenance_db=settings.maintenance_db,
     )
-    plan = check_target(manifest, target, opts, globals_)
-    steps = _Steps(config, manifest, target, plugin_manager)
+    plan = check_target(manifest, target, target_opts, globals_)
+    steps = Steps(config, manifest, target, plugin_manager)
     created = Created()
     notes = list(plan.notes)
     warnings: list[str] = []
     try:
         steps.fire("checked")
         if plan.exists:
-            steps.safety_id = _safety_backup(config, manifest, target, settings)
+            steps.safety_id = safety_backup(config, manifest, target, settings)
             steps.fire("safety_backup")
             notes += drop_database(target, plan.maintenance_db)
             steps.dropped = True
             steps.fire("dropped")
-        create_target(plan, opts, created)
+        create_target(plan, target_opts, created)
         steps.fire("created")
         _prepare_new_database(manifest, target, plans)
-        options = _Options(
-            jobs,
-            no_owner,
-            no_privileges,
-            role,
-            settings.work_dir,
-            plans,
-            mapping,
-            no_tablespaces,
-            subscriptions,
+        restore_archives(
+            vault, manifest, target, opts, plans, context, progress, lambda: steps.fire("loading")
         )
-        _restore_archives(
-            vault, manifest, target, options, context, progress, lambda: steps.fire("loading")
-        )
-        notes += _subscriptions_left_out(manifest, target, fmt, subscriptions)
+        notes += _subscriptions_left_out(manifest, target, fmt, opts.subscriptions)
         if plans is not None:
             warnings += plans.main.left_out
-            warnings += _refresh_materialized_views(target, plans.main, role)
+            warnings += _refresh_materialized_views(target, plans.main, opts.role)
         for warning in warnings:  # logged: the CLI, a drill's log and log files all show them
             log.warning("%s", warning)
         selected = set(plans.main.tables) if plans is not None and plans.main.partial else None
@@ -280,13 +242,13 @@ def restore_database(
                 f"{report.describe_failures()}"
             )
         steps.fire("validated")
-        notes += apply_properties(plan, no_owner=no_owner, no_privileges=no_privileges)
+        notes += apply_properties(plan, no_owner=opts.no_owner, no_privileges=opts.no_privileges)
     except BaseException as exc:
         with shielded(swallow=True):
             if created.database:
                 drop_database_quietly(target, plan.maintenance_db)
             drop_roles(target, created.roles, plan.maintenance_db)
-        message = _failure_message(config, manifest, target, plan, steps, created, exc)
+        message = failure_message(config, manifest, target, plan, steps, created, exc)
         if isinstance(exc, KeyboardInterrupt):
             exc.add_note(message)
             raise
@@ -305,92 +267,6 @@ def restore_database(
         tuple(notes),
         tuple(warnings),
     )
-
-
-@attrs.define
-class _Steps:
-    """Where a restore has got to: fires ``pgvault_restore_step`` and remembers what the
-    failure message must say."""
-
-    config: PipelineConfig
-    manifest: Manifest
-    target: DatabaseTarget
-    pm: pluggy.PluginManager | None
-    safety_id: str | None = None
-    dropped: bool = False
-
-    def fire(self, step: str) -> None:
-        call_hook(
-            "pgvault_restore_step",
-            pm=self.pm,
-            config=self.config,
-            backup_id=self.manifest.backup_id,
-            target=self.target.describe(),
-            step=step,
-            safety_backup_id=self.safety_id,
-        )
-
-
-def _failure_message(
-    config: PipelineConfig,
-    manifest: Manifest,
-    target: DatabaseTarget,
-    plan: TargetPlan,
-    steps: _Steps,
-    created: Created,
-    exc: BaseException,
-) -> str:
-    """What the target holds now, and how to get the old database back when it is gone."""
-    interrupted = isinstance(exc, KeyboardInterrupt)
-    what = f"restore of {manifest.backup_id} into {target.name!r}"
-    roles = f" (and the roles it had created: {', '.join(created.roles)})" if created.roles else ""
-    if steps.safety_id is not None and steps.dropped:
-        cause = (
-            "was interrupted after the old database was dropped"
-            if interrupted
-            else f"failed after the old database was dropped: {exc}"
-        )
-        removed = f" The half-restored database{roles} was removed." if created.database else ""
-        return (
-            f"{what} {cause}.{removed} The old database is in safety backup "
-            f"{steps.safety_id}: {_safety_command(config, target, steps.safety_id, plan)}"
-        )
-    if plan.exists:
-        cause = "was interrupted" if interrupted else f"failed: {exc}"
-        taken = (
-            f" (its safety backup {steps.safety_id} was taken and stays in the vault)"
-            if steps.safety_id
-            else ""
-        )
-        return f"{what} {cause}. Database {target.name!r} was not touched{taken}."
-    if interrupted:
-        return f"{what} was interrupted; the new database{roles} was removed"
-    return f"{what} failed, and the new database{roles} was removed: {exc}"
-
-
-def _safety_command(
-    config: PipelineConfig, target: DatabaseTarget, safety_id: str, plan: TargetPlan
-) -> str:
-    """The exact command that restores the safety backup in place of the target."""
-    argv = ["pgvault", "restore", config.where(), safety_id, "--target-db", target.name]
-    source_dsn = getattr(config.source, "dsn", None)
-    if target.dsn != source_dsn:
-        argv += ["--dsn", _without_password(target.dsn)]
-    if plan.old_subscriptions:
-        argv.append("--subscriptions")
-    argv.append("--drop-existing")
-    return " ".join(shlex.quote(a) for a in argv)
-
-
-def _without_password(dsn: str) -> str:
-    from psycopg import conninfo as pg_conninfo
-
-    try:
-        params = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<the --dsn you gave>"
-    params.pop("password", None)
-    return pg_conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
 
 
 def _read_globals(vault: Vault, manifest: Manifest, context: DecodeContext) -> Globals | None:
@@ -419,59 +295,7 @@ def _subscriptions_left_out(
     ]
 
 
-def _check_work_space(manifest: Manifest, jobs: int, work_dir: Path | None, fmt: str) -> None:
-    """Fail before any side effect when a parallel restore's work file cannot fit."""
-    if jobs <= 1 or fmt != "custom":
-        return
-    main = next((a for a in manifest.artifacts if a.role == "main"), None)
-    if main is not None:
-        _free_space(work_dir, main.raw_size, manifest)
-
-
-def _safety_backup(
-    config: PipelineConfig, manifest: Manifest, target: DatabaseTarget, settings: RestoreSettings
-) -> str:
-    from pgvault.engine.pipeline import run
-    from pgvault.sources.pg_dump import PgDumpSource
-    from pgvault.units import parse_duration
-    from pgvault.vault.manifest import utc_now
-
-    conninfo = psycopg.conninfo.make_conninfo(target.dsn, dbname=target.name)
-    # The pipeline's own choices that make a backup safe to take hold here too: a lock wait
-    # bound (else a session holding a table lock hangs the replace forever), the pg_dump
-    # binary, parallel parts, globals. Its filters do not: the safety backup must hold all
-    # that the drop removes.
-    base = config.source if isinstance(config.source, PgDumpSource) else PgDumpSource()
-    safety_source = PgDumpSource(
-        dsn=conninfo,
-        jobs=base.jobs,
-        pg_dump=base.pg_dump,
-        lock_wait_timeout=base.lock_wait_timeout,
-        globals=base.globals,
-        role_passwords=base.role_passwords,
-    )
-    safety_config = attrs.evolve(config, source=safety_source)
-    keep_until = utc_now() + parse_duration(settings.safety_keep)
-    log.info("taking a safety backup of %s before replacing it", target.describe())
-    try:
-        safety = run(
-            safety_config,
-            kind="safety",
-            labels={
-                "database": target.name,
-                "replaced_by": manifest.backup_id,
-                # Retention keeps a safety backup at least this long, whatever the policy says.
-                "keep_until": keep_until.isoformat().replace("+00:00", "Z"),
-            },
-        )
-    except PgVaultError as exc:
-        raise RestoreError(
-            f"safety backup of {target.name!r} failed, so it was not replaced: {exc}"
-        ) from exc
-    return safety.backup_id
-
-
-def _prepare_new_database(manifest: Manifest, target: DatabaseTarget, plans: _Plans | None) -> None:
+def _prepare_new_database(manifest: Manifest, target: DatabaseTarget, plans: Plans | None) -> None:
     """Make the fresh database accept the dump.
 
     A dump that creates schema ``public`` itself (one limited with ``schemas`` that selects it)
@@ -485,69 +309,6 @@ def _prepare_new_database(manifest: Manifest, target: DatabaseTarget, plans: _Pl
     if creates_public:
         with connect(target.dsn, dbname=target.name) as conn:
             conn.execute("DROP SCHEMA IF EXISTS public")
-
-
-@attrs.frozen
-class _Plans:
-    """The restore plan, and the archives' tables of contents it was made from."""
-
-    main: RestorePlan
-    main_toc: ArchiveToc | None
-    """None when the archive's TOC could not be read: pg_restore then gets no list."""
-    parts: dict[str, ArchiveToc]
-    """Data archives' TOCs, by artifact path (read for partial restores only)."""
-
-    def main_list(self) -> str | None:
-        """The main archive's ``--use-list``, None to restore it whole."""
-        if self.main_toc is None:
-            return None
-        if not self.main.partial and not self.main.refreshes:
-            return None  # nothing to leave out: pg_restore's own order, no list
-        return self.main.use_list(self.main_toc)
-
-    def part_list(self, path: str) -> str | None:
-        """A data archive's ``--use-list``; ``""`` when it holds nothing to restore."""
-        if not self.main.partial:
-            return None
-        return self.main.data_use_list(self.parts[path]) or ""
-
-
-def _read_toc(vault: Vault, manifest: Manifest, path: str, context: DecodeContext) -> ArchiveToc:
-    chunks = vault.decoded(manifest, path, context)
-    try:
-        return read_toc_stream(chunks, name=f"artifact {path}")
-    finally:
-        chunks.close()  # the TOC is at the start; the restore reads the whole artifact later
-
-
-def _plan(
-    vault: Vault,
-    manifest: Manifest,
-    context: DecodeContext,
-    tables: tuple[str, ...],
-    schemas: tuple[str, ...],
-) -> _Plans:
-    """Read the archives' tables of contents and plan the restore (see restore_selection)."""
-    main = next(a for a in manifest.artifacts if a.role == "main")
-    partial = bool(tables or schemas)
-    try:
-        toc = _read_toc(vault, manifest, main.path, context)
-    except ArchiveFormatError as exc:
-        if partial:
-            raise RestoreError(
-                f"backup {manifest.backup_id}: a partial restore needs the archive's table of "
-                f"contents, which pgvault cannot read: {exc}"
-            ) from None
-        # A whole restore does not need it: pg_restore judges the archive itself.
-        log.warning("restoring %s without a list: %s", manifest.backup_id, exc)
-        return _Plans(RestorePlan(frozenset(), partial=False), None, {})
-    plan = plan_restore(toc, tables=tables, schemas=schemas, backup_id=manifest.backup_id)
-    parts = {}
-    if partial:
-        for art in manifest.artifacts:
-            if art.role == "data":
-                parts[art.path] = _read_toc(vault, manifest, art.path, context)
-    return _Plans(plan, toc, parts)
 
 
 def _refresh_materialized_views(
@@ -575,143 +336,10 @@ def _refresh_materialized_views(
                 shown = display_name(entry.namespace, entry.tag)
                 warnings.append(
                     f"materialized view {shown} was restored without its data: its refresh "
-                    f"failed: {_first_line(str(exc))} (run REFRESH MATERIALIZED VIEW {shown} "
+                    f"failed: {first_line(str(exc))} (run REFRESH MATERIALIZED VIEW {shown} "
                     "once that is fixed)"
                 )
     return warnings
-
-
-@attrs.frozen
-class _Options:
-    jobs: int
-    no_owner: bool
-    no_privileges: bool
-    role: str | None
-    work_dir: Path | None
-    plans: _Plans | None
-    tablespace_map: Mapping[str, str] = attrs.field(factory=dict)
-    no_tablespaces: bool = False
-    subscriptions: bool = False
-
-
-def _restore_archives(
-    vault: Vault,
-    manifest: Manifest,
-    target: DatabaseTarget,
-    opts: _Options,
-    context: DecodeContext,
-    progress: Progress | None,
-    on_loading: Callable[[], None] | None = None,
-) -> None:
-    fmt = manifest.source.get("format", "custom")
-    major = server_major(manifest.source)
-    conninfo, env = target.conninfo
-    main = next(a for a in manifest.artifacts if a.role == "main")
-    data_parts = [a for a in manifest.artifacts if a.role == "data"]
-
-    pending = [on_loading] if on_loading is not None else []
-
-    def stream(path: str) -> Iterator[bytes]:
-        chunks: Iterator[bytes] = vault.decoded(manifest, path, context)
-        if opts.tablespace_map and path == main.path:
-            chunks = map_tablespaces(chunks, opts.tablespace_map, where=f"artifact {path}")
-        for chunk in chunks:
-            if progress is not None:
-                progress.advance(raw=len(chunk))
-            yield chunk
-            if pending:  # the first bytes have reached the tool: the load is under way
-                pending.pop()()
-
-    if fmt == "plain":
-        psql = find_binary("psql", server_major=major)
-        argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", f"--dbname={conninfo}"]
-        if opts.role:
-            argv.insert(1, f"--command=SET ROLE {quote_ident(opts.role)}")
-        _run_tool(argv, stream(main.path), env)
-        return
-
-    pg_restore = find_binary("pg_restore", server_major=major)
-    base = [pg_restore, f"--dbname={conninfo}", "--exit-on-error", "--no-password"]
-    if opts.no_owner:
-        base.append("--no-owner")
-    if opts.no_privileges:
-        base.append("--no-privileges")
-    if opts.role:
-        base.append(f"--role={opts.role}")
-    if opts.no_tablespaces:
-        base.append("--no-tablespaces")
-    if not opts.subscriptions:
-        base.append("--no-subscriptions")
-    with tempfile.TemporaryDirectory(prefix="pgvault-lists-", dir=opts.work_dir) as lists:
-        plans = opts.plans
-        main_list = plans.main_list() if plans is not None else None
-        main_base = [*base, *_use_list(Path(lists) / "main.list", main_list)]
-        parts: list[tuple[str, list[str]]] = []
-        for i, part in enumerate(data_parts):
-            text = plans.part_list(part.path) if plans is not None else None
-            if text == "":
-                continue  # a partial restore needs nothing from this data archive
-            parts.append((part.path, [*base, *_use_list(Path(lists) / f"data-{i}.list", text)]))
-        _restore_pg_archives(main.path, main_base, parts, fmt, opts, stream, env, manifest)
-
-
-def _use_list(path: Path, text: str | None) -> list[str]:
-    """pg_restore's ``--use-list`` flag for list ``text`` (written to ``path``), if any."""
-    if text is None:
-        return []
-    path.write_text(text, encoding="utf-8")
-    return [f"--use-list={path}"]
-
-
-def _restore_pg_archives(
-    main: str,
-    base: list[str],
-    parts: list[tuple[str, list[str]]],
-    fmt: str,
-    opts: _Options,
-    stream: Callable[[str], Iterator[bytes]],
-    env: dict[str, str],
-    manifest: Manifest,
-) -> None:
-    """Run pg_restore on the main archive (flags ``base``) and the data archives ``parts``
-    (path and flags each), in sections and in parallel as ``opts.jobs`` allows."""
-    split = any(a.role == "data" for a in manifest.artifacts)
-    main_size = next(a.raw_size for a in manifest.artifacts if a.role == "main")
-    if split and opts.jobs > 1:
-        # A split dump, in parallel: the main archive is read from the vault once, into a work
-        # file while its schema is restored; then every data archive loads concurrently; then
-        # pg_restore --jobs builds indexes and constraints from the file, several at a time.
-        with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
-            _run_tool([*base, "--section=pre-data"], _copied(stream(main), handle), env)
-            handle.close()
-            # No data offsets filled in here (see _fill_data_offsets): pg_restore reads this
-            # file's data in one pass, and its post-data needs none, so filling them only costs.
-            main_data = ([*base, "--section=data", str(path)], _NONE)
-            loads = [(argv, stream(p)) for p, argv in parts]
-            _run_concurrently([main_data, *loads], opts.jobs, env)
-            _run_tool([*base, "--section=post-data", f"--jobs={opts.jobs}", str(path)], _NONE, env)
-        return
-
-    if split:
-        # A split dump, one archive at a time, streamed: no work file, no extra disk.
-        _run_tool([*base, "--section=pre-data"], stream(main), env)
-        _run_tool([*base, "--section=data"], stream(main), env)
-        for p, argv in parts:
-            _run_tool(argv, stream(p), env)
-        _run_tool([*base, "--section=post-data"], stream(main), env)
-        return
-
-    if opts.jobs > 1 and fmt == "custom":
-        # pg_restore can only work in parallel on a seekable file.
-        with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
-            for chunk in stream(main):
-                handle.write(chunk)
-            handle.close()
-            _fill_data_offsets(path)
-            _run_tool([*base, f"--jobs={opts.jobs}", str(path)], _NONE, env)
-        return
-
-    _run_tool(base, stream(main), env)
 
 
 def list_archive(
@@ -745,222 +373,26 @@ def list_archive(
     return "".join(out)
 
 
-# The input of a tool that reads its archive from a file named in its arguments.
-_NONE: Iterator[bytes] = iter(())
-
-
-def _copied(chunks: Iterator[bytes], handle: IO[bytes]) -> Iterator[bytes]:
-    """Pass ``chunks`` on, writing each to ``handle`` too."""
-    for chunk in chunks:
-        handle.write(chunk)
-        yield chunk
-
-
-def _run_concurrently(
-    runs: list[tuple[list[str], Iterator[bytes]]], jobs: int, env: dict[str, str]
-) -> None:
-    """Run each ``(argv, input)`` with :func:`_run_tool`, ``jobs`` at a time; raise the first
-    failure once the others have stopped: the caller then drops the database they load."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(_run_tool, argv, chunks, env) for argv, chunks in runs]
-        for future in concurrent.futures.as_completed(futures):
-            future.result()
-
-
-def _run_tool(argv: list[str], chunks: Iterator[bytes], env: dict[str, str]) -> None:
-    rc, _out, err = pipe_into(argv, chunks, env)
-    if rc != 0:
-        failure = RestoreError(exit_description(argv[0], rc, err))
-        if chunks is not _NONE:  # else the tool read a work file, already read to its end
-            raise_if_damaged(chunks, failure)
-        raise failure
-    # The tool may stop reading before the end (trailing padding): the stream must still have
-    # been whole, so drain it to let its digests and size be checked.
-    for _ in chunks:
-        pass
-
-
-@contextlib.contextmanager
-def _work_file(
-    work_dir: Path | None, size: int, manifest: Manifest
-) -> Iterator[tuple[IO[bytes], Path]]:
-    folder = _free_space(work_dir, size, manifest)
-    fd, name = tempfile.mkstemp(prefix="pgvault-restore-", suffix=".pgdump", dir=folder)
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle, path
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _free_space(work_dir: Path | None, size: int, manifest: Manifest) -> Path:
-    """The work file's folder, once it is known to have room for ``size`` bytes."""
-    folder = work_dir or Path(tempfile.gettempdir())
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError as exc:
-        raise RestoreError(f"--work-dir {folder}: {exc.strerror or exc}") from None
-    needed = int(size * 1.05) + (64 << 20)
-    if free < needed:
-        raise RestoreError(
-            f"--work-dir {folder} has {free >> 20} MiB free; the parallel restore of "
-            f"{manifest.backup_id} needs about {needed >> 20} MiB"
-        )
-    return folder
-
-
-def _fill_data_offsets(path: Path) -> None:
-    """Give the work file the data offsets pg_dump could not write to its pipe: pg_restore
-    --jobs workers then seek to their tables' data instead of each scanning the file for it.
-
-    Measured on the 1.37 GB benchmark dataset, restore --jobs 2 from a single archive took
-    9.99 s with the offsets filled against 10.48 s without (medians of 3, alternating).
-    """
-    try:
-        filled = fill_data_offsets(path)
-    except OSError as exc:  # a failed write may have left the file half patched
-        raise RestoreError(f"cannot update the work file {path}: {exc}") from exc
-    if not filled:
-        log.debug("work file %s keeps its table of contents: pg_restore will scan it", path)
-
-
-class _ChunkReader:
-    """A read-only file object over an iterator of chunks, for tarfile's stream mode."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            try:
-                self._buf += next(self._chunks)
-            except StopIteration:
-                break
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-
-def restore_files(
-    config: PipelineConfig,
-    manifest: Manifest,
-    target_dir: Path,
-    *,
-    allow_outside_symlinks: bool = False,
-    context: DecodeContext | None = None,
-    progress: Progress | None = None,
-) -> RestoreResult:
-    """Extract files backup ``manifest`` under ``target_dir`` (new or empty), keeping modes,
-    mtimes, symlinks, hard links and (as root) owners.
-
-    The archive is treated as hostile (see :mod:`pgvault.operations.restore.untar`): a member that
-    would write
-    outside ``target_dir``, a device, fifo or setuid/setgid file, or (unless
-    ``allow_outside_symlinks``) a symlink leading outside is refused, naming the member. On any
-    failure everything the restore wrote is removed, and a folder it created goes too.
-    """
-    if manifest.source_type != "files":
-        raise RestoreError(
-            f"backup {manifest.backup_id} is a {manifest.source_type!r} backup; "
-            "restore it with --target-db"
-        )
-    if target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir())):
-        raise RestoreError(
-            f"target folder {target_dir} is not empty; restore into a new or empty folder"
-        )
-    vault = Vault.from_config(config)
-    context = context or DecodeContext(configured=config.transforms)
-    vault.decoders(manifest, context)  # a missing key fails before the folder is even created
-    created = [p for p in (target_dir, *target_dir.parents) if not p.exists()]
-    target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    extractor = TarExtractor(target_dir, allow_outside_symlinks=allow_outside_symlinks)
-    total = 0
-    try:
-        for art in manifest.artifacts:
-            _extract_artifact(vault, manifest, art.path, extractor, context, progress)
-            total += art.raw_size
-        try:
-            extractor.finish()
-        except RestoreError as exc:
-            raise RestoreError(f"backup {manifest.backup_id}: {exc}") from exc
-    except BaseException:
-        # Nothing half-restored may look like a restore: the target goes back to empty.
-        extractor.remove_all()
-        with contextlib.suppress(OSError):
-            for folder in created:  # the target first, then the parents mkdir made for it
-                folder.rmdir()
-        raise
-    finally:
-        extractor.close()
-    return RestoreResult(manifest.backup_id, str(target_dir), total)
-
-
-def _extract_artifact(
-    vault: Vault,
-    manifest: Manifest,
-    path: str,
-    extractor: TarExtractor,
-    context: DecodeContext,
-    progress: Progress | None,
-) -> None:
-    chunks = vault.decoded(manifest, path, context)
-
-    def counted() -> Iterator[bytes]:
-        for chunk in chunks:
-            if progress is not None:
-                progress.advance(raw=len(chunk))
-            yield chunk
-
-    reader: Any = _ChunkReader(counted())
-    try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            extractor.extract(tar)
-        for _ in chunks:  # the rest (tar padding) still has to pass the digest check
-            pass
-    except tarfile.TarError as exc:
-        failure = RestoreError(f"artifact {path} is not a valid tar archive: {exc}")
-        raise_if_damaged(chunks, failure)
-        raise failure from exc
-    except RestoreError as refused:
-        # Garbage read as a member name is damage, not an attack: say which it is.
-        raise_if_damaged(chunks, refused)
-        raise RestoreError(f"backup {manifest.backup_id}: {refused}") from refused
-
-
 @restore_events  # the restore hooks and [[hook]] commands around the entry point (issue 16)
 def restore(
     config: PipelineConfig,
     ref: str = "latest",
+    options: RestoreOptions | None = None,
     *,
     target_db: str | None = None,
     target_dir: Path | None = None,
     dsn: str | None = None,
     before: datetime | None = None,
-    jobs: int = 1,
-    drop_existing: bool = False,
-    no_owner: bool = False,
-    no_privileges: bool = False,
-    role: str | None = None,
-    tables: tuple[str, ...] = (),
-    schemas: tuple[str, ...] = (),
-    create_roles: bool = True,
-    tablespace_map: Mapping[str, str] | None = None,
-    no_tablespaces: bool = False,
-    subscriptions: bool = False,
-    locale: str | None = None,
-    work_dir: Path | None = None,
-    identities: tuple[Path, ...] = (),
-    allow_outside_symlinks: bool = False,
     progress: Progress | None = None,
     plugin_manager: pluggy.PluginManager | None = None,
     source: str | None = None,
     thaw: ThawOptions | None = None,
+    **choices: Any,
 ) -> RestoreResult:
     """Restore backup ``ref`` (id, id prefix or ``latest``) of ``config``'s vault.
+
+    How is ``options`` (:class:`RestoreOptions`), or its fields given as keywords (``jobs=4,
+    drop_existing=True``, ``tables=(...)``, ``identities=(...)`` …), which override ``options``.
 
     With several destinations, ``latest`` is the newest any holds, read from the first with a
     usable copy (or from destination ``source``); ``thaw`` thaws an archived copy first (see
@@ -971,10 +403,11 @@ def restore(
     source's server); files backups go under ``target_dir`` (see :func:`restore_files` for
     ``allow_outside_symlinks``). See :func:`restore_database`.
     """
+    opts = RestoreOptions.of(options, choices)
     # --- several destinations, archive classes (issue 15)
     config, manifest = restore_source(config, ref, before, source=source, thaw_options=thaw)
     # --- end
-    context = DecodeContext(configured=config.transforms, identities=identities)
+    context = DecodeContext(configured=config.transforms, identities=opts.identities)
     if manifest.source_type == "files":
         if target_dir is None:
             raise RestoreError(f"backup {manifest.backup_id} holds files: give --target-dir")
@@ -982,7 +415,7 @@ def restore(
             config,
             manifest,
             target_dir,
-            allow_outside_symlinks=allow_outside_symlinks,
+            allow_outside_symlinks=opts.allow_outside_symlinks,
             context=context,
             progress=progress,
         )
@@ -994,26 +427,11 @@ def restore(
             raise RestoreError(
                 "the config's source is not pg_dump: give --dsn for the target server"
             )
-    settings = getattr(config, "restore", None) or RestoreSettings()
-    if work_dir is not None:
-        settings = attrs.evolve(settings, work_dir=work_dir)
     return restore_database(
         config,
         manifest,
         DatabaseTarget(dsn, target_db),
-        jobs=jobs,
-        drop_existing=drop_existing,
-        no_owner=no_owner,
-        no_privileges=no_privileges,
-        role=role,
-        tables=tables,
-        schemas=schemas,
-        create_roles=create_roles,
-        tablespace_map=tablespace_map,
-        no_tablespaces=no_tablespaces,
-        subscriptions=subscriptions,
-        locale=locale,
-        settings=settings,
+        opts,
         context=context,
         progress=progress,
         plugin_manager=plugin_manager,

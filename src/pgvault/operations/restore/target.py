@@ -40,7 +40,7 @@ import psycopg
 from psycopg import sql
 
 from pgvault.exceptions import PgVaultError, RestoreError
-from pgvault.postgres.client import _first_line, connect, describe_dsn, split_dsn
+from pgvault.postgres.client import connect, describe_dsn, first_line, split_dsn
 from pgvault.postgres.database import (
     DatabaseProperties,
     create_database_sql,
@@ -454,7 +454,7 @@ def _create_sql(plan: TargetPlan, name: str, opts: TargetOptions) -> sql.Compose
 
 
 def _create_failure(plan: TargetPlan, exc: psycopg.Error) -> RestoreError:
-    text = _first_line(str(exc))
+    text = first_line(str(exc))
     if plan.props is None:
         return RestoreError(f"cannot create database {plan.target.name!r}: {text}")
     return RestoreError(
@@ -526,7 +526,7 @@ def _run(conn: psycopg.Connection[Any], statement: sql.SQL | sql.Composed, what:
     try:
         conn.execute(statement)
     except psycopg.Error as exc:
-        raise RestoreError(f"{what}: {_first_line(str(exc))}") from None
+        raise RestoreError(f"{what}: {first_line(str(exc))}") from None
 
 
 def apply_properties(plan: TargetPlan, *, no_owner: bool, no_privileges: bool) -> list[str]:
@@ -553,7 +553,7 @@ def apply_properties(plan: TargetPlan, *, no_owner: bool, no_privileges: bool) -
             except psycopg.Error as exc:
                 text = statement.as_string(conn)
                 shown = text if len(text) < 200 else text[:200] + "…"
-                notes.append(f"refused by the target: {shown}: {_first_line(str(exc))}")
+                notes.append(f"refused by the target: {shown}: {first_line(str(exc))}")
     return notes
 
 
@@ -609,7 +609,7 @@ def drop_database(target: DatabaseTarget, maintenance_db: str | None = None) -> 
                 )
         except psycopg.Error as exc:
             raise RestoreError(
-                f"cannot drop database {target.name!r}: {_first_line(str(exc))}"
+                f"cannot drop database {target.name!r}: {first_line(str(exc))}"
             ) from None
     return notes
 

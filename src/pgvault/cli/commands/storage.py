@@ -1,6 +1,6 @@
-"""The storage commands of the CLI (issue 15): ``copy``, ``thaw``, and the destination-aware
-parts of ``list``, ``prune`` and ``restore``. Kept apart from :mod:`pgvault.cli` so that module
-stays a dispatcher; the Python API is in :mod:`pgvault.operations`."""
+"""The storage commands of the CLI (issue 15): ``copy``, ``thaw``, ``export``, ``cat``, and the
+destination-aware parts of ``list``, ``prune``, ``verify`` and ``drill``. The Python API is in
+:mod:`pgvault.operations`."""
 
 from __future__ import annotations
 
@@ -10,52 +10,25 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pgvault.cli import common
+from pgvault.cli.exits import EXIT_FAILED, EXIT_OK
 from pgvault.engine.progress import human_bytes
 from pgvault.exceptions import ConfigError, PgVaultError
 from pgvault.operations.copy import copy
 from pgvault.operations.destinations import Overview, choose_copy, usable
 from pgvault.operations.thaw import thaw
+from pgvault.transforms.api import DecodeContext
+from pgvault.transforms.digest import MD5_SIDECAR
 from pgvault.vault.contents import Vault
 
 if TYPE_CHECKING:
     from pgvault.pipeline_config import PipelineConfig
     from pgvault.vault.manifest import Manifest
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 
-
-def add_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """Add ``copy`` and ``thaw`` through the CLI's ``command(name, help)``."""
-    p = command("copy", "copy backups a destination lacks from another (artifacts, then manifest)")
-    p.add_argument("--from", dest="source", required=True, metavar="SINK", help="destination name")
-    p.add_argument("--to", dest="target", required=True, metavar="SINK", help="destination name")
-    p.add_argument("backups", nargs="*", metavar="ID", help="only these (ids, prefixes, 'latest')")
-    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-
-    p = command("thaw", "request the retrieval of a backup in an archive storage class")
-    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
-    p.add_argument("--from", dest="source", metavar="SINK", help="destination (default: first)")
-    add_thaw_options(p)
-    p.add_argument("--status", action="store_true", help="only show where the retrieval stands")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-
-def add_thaw_options(p: argparse.ArgumentParser) -> None:
-    """``--thaw-days`` and ``--thaw-speed`` (thaw, restore, verify)."""
-    p.add_argument(
-        "--thaw-days", type=int, default=7, metavar="N", help="keep the thawed copy N days (7)"
-    )
-    p.add_argument(
-        "--thaw-speed",
-        choices=("Standard", "Bulk", "Expedited"),
-        default="Standard",
-        help="retrieval speed (and price): Standard (default), Bulk, Expedited",
-    )
-
-
-def cmd_copy(args: argparse.Namespace, config: PipelineConfig) -> int:
+def cmd_copy(args: argparse.Namespace) -> int:
     """``pgvault copy``."""
+    config = common.load(args)
     result = copy(config, args.source, args.target, tuple(args.backups))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -76,8 +49,9 @@ def cmd_copy(args: argparse.Namespace, config: PipelineConfig) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def cmd_thaw(args: argparse.Namespace, config: PipelineConfig) -> int:
+def cmd_thaw(args: argparse.Namespace) -> int:
     """``pgvault thaw``: request (or show) the retrieval; exit 0 once readable, 1 before."""
+    config = common.load(args)
     dest, manifest = choose_copy(config, args.backup, source=args.source)
     report = thaw(
         dest,
@@ -92,6 +66,38 @@ def cmd_thaw(args: argparse.Namespace, config: PipelineConfig) -> int:
     else:
         print(report.describe())
     return EXIT_OK if report.ready else EXIT_FAILED
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``pgvault export``: a backup's decoded files and an MD5SUMS in a folder."""
+    from pgvault.operations.export import export
+    from pgvault.vault.parts import artifacts_of
+
+    config = common.load(args)
+    vault = Vault.from_config(config)
+    manifest = vault.manifest(args.backup)
+    chosen = artifacts_of(manifest, args.part) if args.part else None
+    context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
+    result = export(vault, manifest, args.out, artifacts=chosen, context=context)
+    for f in result.files:
+        print(f"{f.path}  {human_bytes(f.size)}")
+    print(f"{result.md5sums}  (check with: cd {result.out_dir} && md5sum -c {MD5_SIDECAR})")
+    return EXIT_OK
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    """``pgvault cat``: one decoded artifact to stdout."""
+    from pgvault.operations.export import cat, find_artifact
+
+    config = common.load(args)
+    if sys.stdout.isatty():
+        raise ConfigError("stdout is a terminal: pipe cat into a program or redirect it to a file")
+    vault = Vault.from_config(config)
+    manifest = vault.manifest(args.backup)
+    art = find_artifact(manifest, args.artifact)
+    context = DecodeContext(configured=config.transforms, identities=tuple(args.identity))
+    cat(vault, manifest, art, sys.stdout.buffer, context=context)
+    return EXIT_OK
 
 
 def stored_column(view: Overview, backup_id: str) -> str:

@@ -1,0 +1,308 @@
+"""Loading a database from a pg_dump backup: planning pg_restore's lists from the archives' tables
+of contents, then running psql or pg_restore on the decoded artifacts, streamed, in sections and
+in parallel where the archive allows (a work file for ``--jobs`` of a custom archive).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import attrs
+
+from pgvault.exceptions import ArchiveFormatError, RestoreError
+from pgvault.operations.restore.options import RestoreOptions
+from pgvault.operations.restore.selection import RestorePlan, plan_restore
+from pgvault.operations.restore.target import DatabaseTarget
+from pgvault.postgres.archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
+from pgvault.postgres.client import exit_description, find_binary, pipe_into, quote_ident
+from pgvault.sources.pg_dump import server_major
+from pgvault.transforms.api import DecodeContext
+from pgvault.vault.contents import Vault, raise_if_damaged
+from pgvault.vault.manifest import Manifest
+
+if TYPE_CHECKING:
+    from pgvault.engine.pipeline import Progress
+
+log = logging.getLogger("pgvault.restore")
+
+
+@attrs.frozen
+class Plans:
+    """The restore plan, and the archives' tables of contents it was made from."""
+
+    main: RestorePlan
+    main_toc: ArchiveToc | None
+    """None when the archive's TOC could not be read: pg_restore then gets no list."""
+    parts: dict[str, ArchiveToc]
+    """Data archives' TOCs, by artifact path (read for partial restores only)."""
+
+    def main_list(self) -> str | None:
+        """The main archive's ``--use-list``, None to restore it whole."""
+        if self.main_toc is None:
+            return None
+        if not self.main.partial and not self.main.refreshes:
+            return None  # nothing to leave out: pg_restore's own order, no list
+        return self.main.use_list(self.main_toc)
+
+    def part_list(self, path: str) -> str | None:
+        """A data archive's ``--use-list``; ``""`` when it holds nothing to restore."""
+        if not self.main.partial:
+            return None
+        return self.main.data_use_list(self.parts[path]) or ""
+
+
+def _read_toc(vault: Vault, manifest: Manifest, path: str, context: DecodeContext) -> ArchiveToc:
+    chunks = vault.decoded(manifest, path, context)
+    try:
+        return read_toc_stream(chunks, name=f"artifact {path}")
+    finally:
+        chunks.close()  # the TOC is at the start; the restore reads the whole artifact later
+
+
+def plan_archives(
+    vault: Vault,
+    manifest: Manifest,
+    context: DecodeContext,
+    tables: tuple[str, ...],
+    schemas: tuple[str, ...],
+) -> Plans:
+    """Read the archives' tables of contents and plan the restore (see :mod:`.selection`)."""
+    main = next(a for a in manifest.artifacts if a.role == "main")
+    partial = bool(tables or schemas)
+    try:
+        toc = _read_toc(vault, manifest, main.path, context)
+    except ArchiveFormatError as exc:
+        if partial:
+            raise RestoreError(
+                f"backup {manifest.backup_id}: a partial restore needs the archive's table of "
+                f"contents, which pgvault cannot read: {exc}"
+            ) from None
+        # A whole restore does not need it: pg_restore judges the archive itself.
+        log.warning("restoring %s without a list: %s", manifest.backup_id, exc)
+        return Plans(RestorePlan(frozenset(), partial=False), None, {})
+    plan = plan_restore(toc, tables=tables, schemas=schemas, backup_id=manifest.backup_id)
+    parts = {}
+    if partial:
+        for art in manifest.artifacts:
+            if art.role == "data":
+                parts[art.path] = _read_toc(vault, manifest, art.path, context)
+    return Plans(plan, toc, parts)
+
+
+def check_work_space(manifest: Manifest, jobs: int, work_dir: Path | None, fmt: str) -> None:
+    """Fail before any side effect when a parallel restore's work file cannot fit."""
+    if jobs <= 1 or fmt != "custom":
+        return
+    main = next((a for a in manifest.artifacts if a.role == "main"), None)
+    if main is not None:
+        _free_space(work_dir, main.raw_size, manifest)
+
+
+def restore_archives(
+    vault: Vault,
+    manifest: Manifest,
+    target: DatabaseTarget,
+    opts: RestoreOptions,
+    plans: Plans | None,
+    context: DecodeContext,
+    progress: Progress | None,
+    on_loading: Callable[[], None] | None = None,
+) -> None:
+    """Load the backup's archives into ``target`` with psql or pg_restore, as ``opts`` says
+    (``opts.work_dir`` already resolved), restricted to ``plans``' selection."""
+    fmt = manifest.source.get("format", "custom")
+    major = server_major(manifest.source)
+    conninfo, env = target.conninfo
+    main = next(a for a in manifest.artifacts if a.role == "main")
+    data_parts = [a for a in manifest.artifacts if a.role == "data"]
+
+    pending = [on_loading] if on_loading is not None else []
+
+    def stream(path: str) -> Iterator[bytes]:
+        chunks: Iterator[bytes] = vault.decoded(manifest, path, context)
+        if opts.tablespace_map and path == main.path:
+            chunks = map_tablespaces(chunks, opts.tablespace_map, where=f"artifact {path}")
+        for chunk in chunks:
+            if progress is not None:
+                progress.advance(raw=len(chunk))
+            yield chunk
+            if pending:  # the first bytes have reached the tool: the load is under way
+                pending.pop()()
+
+    if fmt == "plain":
+        psql = find_binary("psql", server_major=major)
+        argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", f"--dbname={conninfo}"]
+        if opts.role:
+            argv.insert(1, f"--command=SET ROLE {quote_ident(opts.role)}")
+        _run_tool(argv, stream(main.path), env)
+        return
+
+    pg_restore = find_binary("pg_restore", server_major=major)
+    base = [pg_restore, f"--dbname={conninfo}", "--exit-on-error", "--no-password"]
+    if opts.no_owner:
+        base.append("--no-owner")
+    if opts.no_privileges:
+        base.append("--no-privileges")
+    if opts.role:
+        base.append(f"--role={opts.role}")
+    if opts.no_tablespaces:
+        base.append("--no-tablespaces")
+    if not opts.subscriptions:
+        base.append("--no-subscriptions")
+    with tempfile.TemporaryDirectory(prefix="pgvault-lists-", dir=opts.work_dir) as lists:
+        main_list = plans.main_list() if plans is not None else None
+        main_base = [*base, *_use_list(Path(lists) / "main.list", main_list)]
+        parts: list[tuple[str, list[str]]] = []
+        for i, part in enumerate(data_parts):
+            text = plans.part_list(part.path) if plans is not None else None
+            if text == "":
+                continue  # a partial restore needs nothing from this data archive
+            parts.append((part.path, [*base, *_use_list(Path(lists) / f"data-{i}.list", text)]))
+        _restore_pg_archives(main.path, main_base, parts, fmt, opts, stream, env, manifest)
+
+
+def _use_list(path: Path, text: str | None) -> list[str]:
+    """pg_restore's ``--use-list`` flag for list ``text`` (written to ``path``), if any."""
+    if text is None:
+        return []
+    path.write_text(text, encoding="utf-8")
+    return [f"--use-list={path}"]
+
+
+def _restore_pg_archives(
+    main: str,
+    base: list[str],
+    parts: list[tuple[str, list[str]]],
+    fmt: str,
+    opts: RestoreOptions,
+    stream: Callable[[str], Iterator[bytes]],
+    env: dict[str, str],
+    manifest: Manifest,
+) -> None:
+    """Run pg_restore on the main archive (flags ``base``) and the data archives ``parts``
+    (path and flags each), in sections and in parallel as ``opts.jobs`` allows."""
+    split = any(a.role == "data" for a in manifest.artifacts)
+    main_size = next(a.raw_size for a in manifest.artifacts if a.role == "main")
+    if split and opts.jobs > 1:
+        # A split dump, in parallel: the main archive is read from the vault once, into a work
+        # file while its schema is restored; then every data archive loads concurrently; then
+        # pg_restore --jobs builds indexes and constraints from the file, several at a time.
+        with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
+            _run_tool([*base, "--section=pre-data"], _copied(stream(main), handle), env)
+            handle.close()
+            # No data offsets filled in here (see _fill_data_offsets): pg_restore reads this
+            # file's data in one pass, and its post-data needs none, so filling them only costs.
+            main_data = ([*base, "--section=data", str(path)], _NONE)
+            loads = [(argv, stream(p)) for p, argv in parts]
+            _run_concurrently([main_data, *loads], opts.jobs, env)
+            _run_tool([*base, "--section=post-data", f"--jobs={opts.jobs}", str(path)], _NONE, env)
+        return
+
+    if split:
+        # A split dump, one archive at a time, streamed: no work file, no extra disk.
+        _run_tool([*base, "--section=pre-data"], stream(main), env)
+        _run_tool([*base, "--section=data"], stream(main), env)
+        for p, argv in parts:
+            _run_tool(argv, stream(p), env)
+        _run_tool([*base, "--section=post-data"], stream(main), env)
+        return
+
+    if opts.jobs > 1 and fmt == "custom":
+        # pg_restore can only work in parallel on a seekable file.
+        with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
+            for chunk in stream(main):
+                handle.write(chunk)
+            handle.close()
+            _fill_data_offsets(path)
+            _run_tool([*base, f"--jobs={opts.jobs}", str(path)], _NONE, env)
+        return
+
+    _run_tool(base, stream(main), env)
+
+
+# The input of a tool that reads its archive from a file named in its arguments.
+_NONE: Iterator[bytes] = iter(())
+
+
+def _copied(chunks: Iterator[bytes], handle: IO[bytes]) -> Iterator[bytes]:
+    """Pass ``chunks`` on, writing each to ``handle`` too."""
+    for chunk in chunks:
+        handle.write(chunk)
+        yield chunk
+
+
+def _run_concurrently(
+    runs: list[tuple[list[str], Iterator[bytes]]], jobs: int, env: dict[str, str]
+) -> None:
+    """Run each ``(argv, input)`` with :func:`_run_tool`, ``jobs`` at a time; raise the first
+    failure once the others have stopped: the caller then drops the database they load."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(_run_tool, argv, chunks, env) for argv, chunks in runs]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
+
+
+def _run_tool(argv: list[str], chunks: Iterator[bytes], env: dict[str, str]) -> None:
+    rc, _out, err = pipe_into(argv, chunks, env)
+    if rc != 0:
+        failure = RestoreError(exit_description(argv[0], rc, err))
+        if chunks is not _NONE:  # else the tool read a work file, already read to its end
+            raise_if_damaged(chunks, failure)
+        raise failure
+    # The tool may stop reading before the end (trailing padding): the stream must still have
+    # been whole, so drain it to let its digests and size be checked.
+    for _ in chunks:
+        pass
+
+
+@contextlib.contextmanager
+def _work_file(
+    work_dir: Path | None, size: int, manifest: Manifest
+) -> Iterator[tuple[IO[bytes], Path]]:
+    folder = _free_space(work_dir, size, manifest)
+    fd, name = tempfile.mkstemp(prefix="pgvault-restore-", suffix=".pgdump", dir=folder)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle, path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _free_space(work_dir: Path | None, size: int, manifest: Manifest) -> Path:
+    """The work file's folder, once it is known to have room for ``size`` bytes."""
+    folder = work_dir or Path(tempfile.gettempdir())
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise RestoreError(f"--work-dir {folder}: {exc.strerror or exc}") from None
+    needed = int(size * 1.05) + (64 << 20)
+    if free < needed:
+        raise RestoreError(
+            f"--work-dir {folder} has {free >> 20} MiB free; the parallel restore of "
+            f"{manifest.backup_id} needs about {needed >> 20} MiB"
+        )
+    return folder
+
+
+def _fill_data_offsets(path: Path) -> None:
+    """Give the work file the data offsets pg_dump could not write to its pipe: pg_restore
+    --jobs workers then seek to their tables' data instead of each scanning the file for it.
+
+    Measured on the 1.37 GB benchmark dataset, restore --jobs 2 from a single archive took
+    9.99 s with the offsets filled against 10.48 s without (medians of 3, alternating).
+    """
+    try:
+        filled = fill_data_offsets(path)
+    except OSError as exc:  # a failed write may have left the file half patched
+        raise RestoreError(f"cannot update the work file {path}: {exc}") from exc
+    if not filled:
+        log.debug("work file %s keeps its table of contents: pg_restore will scan it", path)
