@@ -77,7 +77,11 @@ def plugins(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def benchmarks(session: nox.Session) -> None:
-    """Build a dataset, measure, and write docs/benchmarks.md with its chart (slow: ~30 min)."""
+    """Build a dataset, measure, and write docs/benchmarks.md with its charts (slow: ~40 min;
+    ``nox -s benchmarks -- --scaling`` adds every dataset, the scaling curves and the
+    many-databases run, about an hour more at the issue's sizes)."""
+    # pgBackRest and barman-cli-cloud (the WAL and base backup peers) come from Debian: the
+    # benchmarks install them with apt-get when missing and running as root, else say so.
     # lz4 is measured to decide whether it is worth offering; it is not a pgvault dependency.
     # The WAL benchmark runs moto (S3 over TLS) and the s3 sink: the test extra has them.
     session.install("-c", "constraints/test.txt", "-e", ".[test]", "lz4")

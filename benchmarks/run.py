@@ -1,13 +1,17 @@
 """Run every benchmark and write ``docs/benchmarks.md`` and its chart.
 
     python -m benchmarks.run [--size-gb 1.0] [--reps 3] [--no-large] [--no-wal]
-                             [--out docs/benchmarks.md]
+                             [--no-basebackup] [--scaling] [--out docs/benchmarks.md]
 
 Builds its own dataset on a throwaway cluster (nothing else is touched), then measures:
 compressors on the real dump bytes; backup methods (pg_dump alone, the scripts users run
 today, pgvault with and without encryption); restore methods; and pgvault's peak memory on the
 dataset and on one four times larger. Then WAL archiving and fetching (:mod:`benchmarks.wal`, on a
-cluster of its own), unless ``--no-wal``; the report includes the latest WAL results.
+cluster of its own), unless ``--no-wal``; base backups and point-in-time restores against
+pgBackRest and pg_basebackup (:mod:`benchmarks.basebackup`), unless ``--no-basebackup``; and with
+``--scaling`` every dataset's ratios with a profile summary, the scaling curves and the
+many-databases run (:mod:`benchmarks.scaling`; ladders as options, the issue's sizes by
+default). The report includes the latest saved results of each part.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from typing import Any
 import attrs
 import zstandard
 
-from benchmarks import chart, compressors, dataset, pipelines
+from benchmarks import basebackup, chart, compressors, dataset, pipelines, scaling
 from benchmarks import wal as wal_bench
-from benchmarks.measure import Result, run
+from benchmarks.measure import Result, compile_bytecode, run
 from pgvault.postgres.cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +118,15 @@ def main() -> int:
     parser.add_argument("--no-large", action="store_true", help="skip the 4x memory check")
     parser.add_argument("--no-wal", action="store_true", help="skip the WAL archiving benchmark")
     parser.add_argument("--wal-scale", type=int, default=100, help="pgbench scale of the WAL run")
+    parser.add_argument("--no-basebackup", action="store_true", help="skip base backups and PITR")
+    parser.add_argument("--bb-scale", type=int, default=50, help="pgbench scale of that cluster")
+    parser.add_argument("--bb-segments", type=int, default=32, help="WAL segments it replays")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also every dataset, the scaling curves and many databases (benchmarks.scaling)",
+    )
+    scaling.add_arguments(parser)
     parser.add_argument(
         "--from-results",
         type=Path,
@@ -130,6 +143,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             sys.exit(f"benchmarks: {tool} is needed (Debian: apt-get install {package})")
 
+    compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="pgvault-bench-"))
     cluster = PostgresCluster(base_dir=None)
     cluster.start()
@@ -211,6 +225,13 @@ def main() -> int:
         wal_data = wal_bench.measure_all(wal_args)
         wal_bench.RESULTS.write_text(json.dumps(wal_data, indent=2) + "\n")
         log(f"WAL results in {wal_bench.RESULTS}")
+    if not args.no_basebackup:
+        bb_args = argparse.Namespace(scale=args.bb_scale, segments=args.bb_segments, reps=args.reps)
+        bb_data = basebackup.measure_all(bb_args)
+        basebackup.RESULTS.write_text(json.dumps(bb_data, indent=2) + "\n")
+        log(f"base backup results in {basebackup.RESULTS}")
+    if args.scaling:
+        scaling.measure_parts(list(scaling.PARTS), args)
     write_report(args, **_load(results))
     return 0
 
@@ -283,6 +304,13 @@ def write_report(
         "and is not counted.",
         "- A warm-up dump fills the page cache first; methods alternate within each repetition.",
         "- Output sizes are the files written, or the backup's stored size for pgvault.",
+        "- From 2026-12-02 on, pgvault's modules are compiled to bytecode before measuring, as an "
+        "installed package "
+        "has them (this machine sets `PYTHONDONTWRITEBYTECODE=1`, and an editable install would "
+        "otherwise compile 300-odd modules at every start, about 0.25 CPU-s per command).",
+        "- The machine is shared (2 cores, other sessions running tests): wall times are noisy; "
+        "CPU seconds of the process tree and peak RSS hold under load. Each section gives the "
+        "load average it was measured under.",
         "",
         "## Backup",
         "",
@@ -316,8 +344,14 @@ def write_report(
         )
     if ANALYSIS.exists():
         lines += ["", "## Analysis", "", ANALYSIS.read_text().strip()]
-    if wal_bench.RESULTS.exists():
-        lines += ["", *wal_bench.report_lines(json.loads(wal_bench.RESULTS.read_text()))]
+    lines += scaling.report_lines(out.with_name(out.stem + "-scaling.svg"))
+    # The WAL run of the gate (scale 100, the daemon and pgBackRest), then an earlier run with
+    # every method when one is kept beside it.
+    for wal_results in (wal_bench.RESULTS, wal_bench.RESULTS.with_name("wal-scale20.json")):
+        if wal_results.exists():
+            lines += ["", *wal_bench.report_lines(json.loads(wal_results.read_text()))]
+    if basebackup.RESULTS.exists():
+        lines += ["", *basebackup.report_lines(json.loads(basebackup.RESULTS.read_text()))]
     lines += [
         "",
         "## Restore",

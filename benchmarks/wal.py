@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pgvault
+from benchmarks.measure import compile_bytecode
 from pgvault.postgres.cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +95,11 @@ def as_postgres(argv: list[str]) -> list[str]:
 def ensure_peers() -> dict[str, str]:
     """pgBackRest and barman-cloud from Debian (installed when missing); their versions."""
     if not shutil.which("pgbackrest") or not shutil.which("barman-cloud-wal-archive"):
+        if not AS_ROOT:
+            sys.exit(
+                "benchmarks: pgbackrest or barman-cloud-wal-archive is missing; as root: "
+                "apt-get install -y pgbackrest barman-cli-cloud"
+            )
         log("installing pgbackrest and barman-cli-cloud (apt-get)")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(
@@ -507,6 +513,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     work.chmod(0o755)
     chown(work)
     versions = ensure_peers()
+    compile_bytecode()
     methods = [m for m in args.only.split(",") if m]
     sinks = [s for s in args.sinks.split(",") if s]
     s3 = S3(work) if "s3" in sinks else None

@@ -70,6 +70,7 @@ def test_bad_cron_expressions_name_the_field(text: str, message: str) -> None:
 def test_matches_follows_crons_day_rule() -> None:
     """Both day fields restricted: either matches; one starting with '*': both must."""
     either = CronSpec.parse("0 0 13 * 5")
+    assert either.days_match_either and not CronSpec.parse("0 0 */2 * 5").days_match_either
     assert either.matches(datetime(2026, 2, 13))  # a Friday the 13th
     assert either.matches(datetime(2026, 1, 13))  # a Tuesday
     assert either.matches(datetime(2026, 1, 2))  # a Friday

@@ -194,21 +194,31 @@ class RetentionPolicy:
     timezone: TimeZoneName = _UTC
     """Time zone whose calendar defines hours, days, weeks, months and years."""
     keep_wal_within: Duration | None = None
-    """WAL archived this long before the oldest kept backup is kept too (``"1d"``); older WAL
-    is removed by prune, history files never. Without any kept backup no WAL is removed."""
+    """WAL archived this long before the horizon is kept too (``"1d"``): before the oldest kept
+    backup's start in a vault without base backups, before the horizon base backup's start in
+    one with them (see :mod:`pgvault.vault.wal_retention`). Older WAL is removed by prune,
+    history files never. Without any kept backup no WAL is removed."""
+    pitr_within: Duration | None = None
+    """Keep every moment this long before the end of the WAL archive reachable by point-in-time
+    recovery (``"7d"``): the newest base backup that ended before that keeps its WAL from its
+    start on. Base backups kept only by the other rules keep just the WAL from their start to
+    their stop (see :mod:`pgvault.vault.wal_retention`)."""
     incomplete_grace: Duration = _TWO_DAYS
     """Age after which a backup folder without a manifest is a leftover, not a run in progress.
 
     Must exceed your longest backup run: a younger incomplete folder is never touched."""
 
     def __attrs_post_init__(self) -> None:
-        if not (self.keep_last or any(self.tier(t) for t in TIERS) or self.keep_within):
+        rules = (self.keep_last, *(self.tier(t) for t in TIERS), self.keep_within)
+        if not (any(rules) or self.pitr_within):
             raise ValueError(
                 "the policy keeps nothing: set at least one of keep_last, keep_hourly, "
-                "keep_daily, keep_weekly, keep_monthly, keep_yearly or keep_within"
+                "keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within or pitr_within"
             )
         if self.keep_within is not None and self.keep_within.delta.total_seconds() <= 0:
             raise ValueError("keep_within must be a positive duration")
+        if self.pitr_within is not None and self.pitr_within.delta.total_seconds() <= 0:
+            raise ValueError("pitr_within must be a positive duration")
 
     def tier(self, name: str) -> int:
         """The count configured for calendar tier ``name`` (``"daily"`` …)."""
@@ -220,6 +230,8 @@ class RetentionPolicy:
         parts += [f"{t} {self.tier(t)}" for t in TIERS if self.tier(t)]
         if self.keep_within:
             parts.append(f"within {self.keep_within}")
+        if self.pitr_within:
+            parts.append(f"PITR within {self.pitr_within}")
         return ", ".join(parts) + f" ({self.timezone})"
 
 

@@ -400,11 +400,15 @@ class CronSpec:
         """The numbers field ``field`` (``"minute"``, ``"day_of_week"`` …) matches; Sunday is 0."""
         return self._sets[("minute", "hour", "day_of_month", "month", "day_of_week").index(field)]
 
-    def _days_either(self) -> bool:
+    @property
+    def days_match_either(self) -> bool:
+        """Whether a day runs when *either* day field matches (both restricted, cron's rule);
+        otherwise both must. Schedulers that always AND them (systemd, Celery's ``crontab``)
+        need two entries for such a spec."""
         return not self.day_of_month.startswith("*") and not self.day_of_week.startswith("*")
 
     def _possible(self) -> bool:
-        if self._days_either():
+        if self.days_match_either:
             return True
         longest = {2: 29, 4: 30, 6: 30, 9: 30, 11: 30}
         days = self.values("day_of_month")
@@ -418,7 +422,7 @@ class CronSpec:
             return False
         dom = when.day in self.values("day_of_month")
         dow = (when.isoweekday() % 7) in self.values("day_of_week")
-        return (dom or dow) if self._days_either() else (dom and dow)
+        return (dom or dow) if self.days_match_either else (dom and dow)
 
     def next_after(self, when: datetime) -> datetime:
         """The first minute strictly after ``when`` at which cron starts the job (same tzinfo;
@@ -453,7 +457,7 @@ class CronSpec:
         weekday = _compress(days, "..", lambda v: _SYSTEMD_DAYS[v]) + " "
         if len(days) == 7:
             weekday = ""
-        if self._days_either():
+        if self.days_match_either:
             return (f"*-{month}-{dom} {time}", f"{weekday}*-{month}-* {time}")
         return (f"{weekday}*-{month}-{dom} {time}",)
 

@@ -22,7 +22,7 @@ from pgvault.transforms.api import DecodeContext
 from pgvault.vault.contents import Vault
 from pgvault.vault.manifest import ArtifactRecord, Manifest, new_backup_id
 from pgvault.wal.configure import restore_command
-from tests.basebackup_rig import archiving, basebackup_config  # noqa: F401
+from tests.basebackup_rig import archiving_shared, basebackup_config  # noqa: F401
 from tests.conftest import pgvault_cli
 from tests.wal.conftest import (  # noqa: F401
     RestoredCluster,
@@ -33,14 +33,16 @@ from tests.wal.conftest import (  # noqa: F401
 )
 
 
-def test_a_restored_base_backup_verifies_and_recovers(archiving: WalRig) -> None:  # noqa: F811
+def test_a_restored_base_backup_verifies_and_recovers(archiving_shared: WalRig) -> None:  # noqa: F811
     """Into an empty folder: mode 0700, backup_manifest beside the data, its WAL range in pg_wal;
     pg_verifybackup accepts it and PostgreSQL recovers it with wal-fetch, rows intact."""
-    config = pgvault.load_config(basebackup_config(archiving))
+    rig = archiving_shared
+    config = pgvault.load_config(basebackup_config(rig))
     manifest = pgvault.run(config)
-    archiving.cluster.execute("INSERT INTO t SELECT g FROM generate_series(1001, 1500) g")
-    (name,) = archiving.switch(1)
-    archiving.wait_archived(name)
+    (count,) = rig.cluster.execute("SELECT count(*) FROM t")[0]
+    rig.cluster.execute("INSERT INTO t SELECT g FROM generate_series(1001, 1500) g")
+    (name,) = rig.switch(1)
+    rig.wait_archived(name)
     target = postgres_folder("pgvault-bb-") / "data"
     done = materialize_base_backup(
         Vault.from_config(config),
@@ -55,23 +57,24 @@ def test_a_restored_base_backup_verifies_and_recovers(archiving: WalRig) -> None
     assert done.wal_segments[-1] == manifest.source["stop_wal"]
     assert all((target / "pg_wal" / n).is_file() for n in done.wal_segments)
     verified = subprocess.run(
-        [str(archiving.cluster.bindir / "pg_verifybackup"), str(target)],
+        [str(rig.cluster.bindir / "pg_verifybackup"), str(target)],
         capture_output=True,
         text=True,
     )
     assert verified.returncode == 0, verified.stderr
-    command = restore_command(archiving.load(), archiving.command)
-    restored = RestoredCluster(archiving.cluster, target, {"restore_command": command})
+    command = restore_command(rig.load(), rig.command)
+    restored = RestoredCluster(rig.cluster, target, {"restore_command": command})
     try:
         assert restored.start().returncode == 0, restored.log.read_text()[-2000:]
-        assert restored.execute("SELECT count(*) FROM t") == [(1500,)]
+        assert restored.execute("SELECT count(*) FROM t") == [(int(str(count)) + 500,)]
     finally:
         restored.stop()
 
 
-def test_a_non_empty_target_is_refused_untouched(archiving: WalRig, tmp_path: Path) -> None:  # noqa: F811
+def test_a_non_empty_target_is_refused_untouched(archiving_shared: WalRig, tmp_path: Path) -> None:  # noqa: F811
     """An existing file in the target folder refuses the restore; the file is left as it was."""
-    config = pgvault.load_config(basebackup_config(archiving))
+    rig = archiving_shared
+    config = pgvault.load_config(basebackup_config(rig))
     manifest = pgvault.run(config)
     (tmp_path / "keep").write_text("mine")
     with pytest.raises(RestoreError, match="not empty"):
@@ -184,18 +187,21 @@ def test_a_crafted_base_backup_never_writes_outside(
     assert not target.exists()
 
 
-def test_verify_deep_runs_pg_verifybackup_and_catches_a_flipped_byte(archiving: WalRig) -> None:  # noqa: F811
+def test_verify_deep_runs_pg_verifybackup_and_catches_a_flipped_byte(
+    archiving_shared: WalRig,  # noqa: F811
+) -> None:
     """verify --deep restores the backup with its WAL to scratch and pg_verifybackup accepts
     it; after one stored byte of the data tar is flipped, verify (plain and deep) fails
     naming that artifact."""
-    path = basebackup_config(archiving)
+    rig = archiving_shared
+    path = basebackup_config(rig)
     config = pgvault.load_config(path)
     manifest = pgvault.run(config)
     ok = pgvault_cli("verify", path, manifest.backup_id, "--deep")
     assert ok.returncode == 0, ok.stderr
     assert "pg_verifybackup verified" in ok.stdout
     base = next(a for a in manifest.artifacts if a.role == "basebackup")
-    stored = archiving.vault / "main" / "backups" / manifest.backup_id / base.path
+    stored = rig.vault / "main" / "backups" / manifest.backup_id / base.path
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))

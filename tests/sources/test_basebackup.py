@@ -16,7 +16,7 @@ from pgvault.exceptions import PgVaultError, SinkError, SourceError
 from pgvault.sinks.api import ObjectWriter
 from pgvault.sinks.local import LocalSink
 from pgvault.vault.contents import Vault
-from tests.basebackup_rig import archiving, basebackup_config  # noqa: F401
+from tests.basebackup_rig import archiving, archiving_shared, basebackup_config  # noqa: F401
 from tests.wal.conftest import (  # noqa: F401
     WalRig,
     pgvault_for_postgres,
@@ -27,15 +27,16 @@ from tests.wal.conftest import (  # noqa: F401
 Rig = Callable[..., WalRig]
 
 
-def test_a_base_backup_records_its_cluster_and_wal_range(archiving: WalRig) -> None:  # noqa: F811
+def test_a_base_backup_records_its_cluster_and_wal_range(archiving_shared: WalRig) -> None:  # noqa: F811
     """A run stores the data tar and backup_manifest, and its manifest records the cluster,
     the WAL range and times under the keys restores rely on."""
-    config = pgvault.load_config(basebackup_config(archiving))
+    rig = archiving_shared
+    config = pgvault.load_config(basebackup_config(rig))
     manifest = pgvault.run(config)
     src = manifest.source
     roles = {a.role: a.stream for a in manifest.artifacts}
     assert roles == {"basebackup": "base", "backup_manifest": "backup_manifest"}
-    (sysid,) = archiving.cluster.execute("SELECT system_identifier FROM pg_control_system()")[0]
+    (sysid,) = rig.cluster.execute("SELECT system_identifier FROM pg_control_system()")[0]
     assert src["system_identifier"] == str(sysid)
     assert src["major"] == 15 and src["segment_size"] == 1 << 20
     assert src["timeline"] == src["stop_timeline"] == 1
@@ -61,14 +62,20 @@ def test_a_server_that_does_not_archive_is_refused_at_start(wal_rig: Rig) -> Non
     assert _stored_backups(rig) == []
 
 
-def test_a_tablespace_outside_the_data_directory_is_refused(archiving: WalRig) -> None:  # noqa: F811
+def test_a_tablespace_outside_the_data_directory_is_refused(archiving_shared: WalRig) -> None:  # noqa: F811
     """A second tablespace: refused at start, naming it and what to do instead."""
+    rig = archiving_shared
+    before = _stored_backups(rig)
     folder = postgres_folder("pgvault-ts-")
-    archiving.cluster.execute(f"CREATE TABLESPACE extra LOCATION '{folder}'")
-    config = pgvault.load_config(basebackup_config(archiving))
-    with pytest.raises(SourceError, match=r"tablespaces outside the data directory \(extra "):
-        pgvault.run(config)
-    assert _stored_backups(archiving) == []
+    rig.cluster.execute(f"CREATE TABLESPACE extra LOCATION '{folder}'")
+    try:
+        config = pgvault.load_config(basebackup_config(rig))
+        with pytest.raises(SourceError, match=r"tablespaces outside the data directory \(extra "):
+            pgvault.run(config)
+        assert _stored_backups(rig) == before
+    finally:
+        # The module's cluster is shared: leave it as it was.
+        rig.cluster.execute("DROP TABLESPACE extra")
 
 
 def test_broken_archiving_fails_the_backup_within_wal_wait(wal_rig: Rig) -> None:  # noqa: F811
@@ -152,11 +159,19 @@ class _FullDisk(LocalSink):
 
 
 @pytest.mark.parametrize("how", ["kill", "connection", "server-stop", "disk-full"])
-def test_an_interrupted_base_backup_leaves_no_backup(archiving: WalRig, how: str) -> None:  # noqa: F811
+def test_an_interrupted_base_backup_leaves_no_backup(
+    request: pytest.FixtureRequest,
+    how: str,
+) -> None:
     """pg_basebackup killed, its connection ended, the server stopped, or the sink full, after
     the first bytes: the run fails with the cause and the vault holds nothing of it."""
-    rig = archiving
+    # Only the server stop needs a cluster of its own; the others leave the module's running.
+    rig: WalRig = request.getfixturevalue(
+        "archiving" if how == "server-stop" else "archiving_shared"
+    )
     config = pgvault.load_config(basebackup_config(rig))
+    backups_before = Vault.from_config(config).backups()
+    stored_before = _stored_backups(rig)
     actions: dict[str, Callable[[], None]] = {
         "kill": lambda: os.kill(_pg_basebackup_pid(rig), signal.SIGKILL),
         "connection": lambda: rig.cluster.execute(
@@ -176,5 +191,5 @@ def test_an_interrupted_base_backup_leaves_no_backup(archiving: WalRig, how: str
         config = attrs.evolve(config, sink=_FullDisk(path=rig.vault))
     with pytest.raises(PgVaultError, match=expected[how]):
         pgvault.run(config, progress=_Interrupt(actions[how]))
-    assert Vault.from_config(config).backups() == []
-    assert _stored_backups(rig) == []
+    assert Vault.from_config(config).backups() == backups_before
+    assert _stored_backups(rig) == stored_before

@@ -198,3 +198,30 @@ def test_prune_removes_wal_below_the_oldest_kept_backup_and_never_history(wal_ri
     assert kept == sorted([names[2], names[3], "00000002.history"])
     assert result.wal.horizon is not None
     assert abs(result.wal.horizon - (now - timedelta(days=5))) < timedelta(minutes=1)
+
+
+def test_prune_keeps_the_wal_a_damaged_backup_may_need(wal_rig: Rig) -> None:
+    """A backup folder whose manifest cannot be read might be a base backup: the WAL archived
+    since the time in its id stays, as for a run in progress; older WAL still goes."""
+    from pgvault.vault.manifest import MANIFEST_NAME, new_backup_id
+
+    rig = wal_rig(None)
+    names = rig.switch(3)
+    config = rig.load()
+    pusher = WalPusher(config, rig.cluster.data)
+    for name in names:
+        pusher.push(rig.cluster.data / "pg_wal" / name)
+    archive = WalArchive(config.sink, "main")
+    (record,) = archive.clusters()
+    now = datetime.now(UTC)
+    for name, days in {names[0]: 10, names[1]: 6}.items():
+        stamp = (now - timedelta(days=days)).timestamp()
+        os.utime(rig.vault / archive.key(record.cluster, WalName.parse(name)), (stamp, stamp))
+    vault = Vault(config.sink, "main")
+    fake_backup(vault, now - timedelta(days=4))
+    damaged = new_backup_id(now - timedelta(days=8))
+    vault.sink.write_bytes(vault.artifact_key(damaged, MANIFEST_NAME), b"{not json")
+    dry = pgvault.prune(config, dry_run=True, policy=RetentionPolicy(keep_last=1))
+    assert dry.plan.decision(damaged).keep
+    assert dry.wal is not None
+    assert [k.rpartition("/")[2].split(".")[0] for k in dry.wal.removable] == [names[0]]

@@ -64,6 +64,7 @@ COMMANDS: dict[str, str] = {
     "wal-check": _C + "wal:cmd_wal_check",
     "wal-prefetch": _C + "wal:cmd_wal_prefetch",
     "report": _C + "report:cmd_report",
+    "schedule": _C + "schedule:cmd_schedule",
     "completion": "pgvault.cli.completion:cmd_completion",
 }
 """Each command's handler as ``module:function``, imported only when that command runs: the

@@ -324,6 +324,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- issue 16 (operating a fleet): doctor, schedule ---
     p = command("doctor", "check config, database, tools, sink, keys, space, clocks; no backup")
+    p = command("schedule", "print crontab lines or systemd units for the [schedule] jobs")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--cron", action="store_true", help="an /etc/cron.d file")
+    kind.add_argument("--systemd", action="store_true", help="a .service and .timer per job")
+    p.add_argument("--user", help="user the jobs run as (default: you)")
+    p.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="KEY=value file read before each job, for secrets (default: CONFIG's name with "
+        ".env, when it exists)",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --systemd: write the units into DIR (e.g. /etc/systemd/system)",
+    )
     # --- end issue 16 ---
 
     # keygen makes a key, not a backup: the one command without a config.
@@ -343,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json", "html"), default="text")
     p.add_argument("--chart", type=Path, metavar="FILE.svg", help="also draw the chart as SVG")
     p.add_argument("--prices", type=Path, metavar="FILE", help="price table (JSON) to use")
+    p.add_argument("--notify", action="store_true", help='also send it to events = ["report"]')
 
     # completion (issue 16): prints or installs a shell's completion script; no config either.
     p = sub.add_parser(

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pgvault.operations.check import CheckResult
     from pgvault.operations.drill import DrillResult
     from pgvault.operations.prune import PruneResult
+    from pgvault.operations.report.report import Report
     from pgvault.operations.restore.database import RestoreResult
     from pgvault.pipeline_config import PipelineConfig
     from pgvault.vault.manifest import Manifest
@@ -66,11 +67,24 @@ EventName = Literal[
     "restore_started",
     "restore_succeeded",
     "restore_failed",
+    "report",
 ]
 EVENTS: tuple[EventName, ...] = typing.get_args(EventName)
 """Every event a notifier can ask for in its ``events`` option."""
 FAILURES: tuple[EventName, ...] = ("backup_failed", "check_failed", "drill_failed")
 """The default ``events``: what someone must act on."""
+
+
+@attrs.frozen
+class Attachment:
+    """A file sent with an event by notifiers that can (email): the report's chart."""
+
+    filename: str
+    content_type: str
+    """``image/svg+xml`` …"""
+    data: bytes
+    content_id: str | None = None
+    """Set when the event's ``html`` shows it inline (``<img src="cid:…">``)."""
 
 
 class NotifyError(Exception):
@@ -95,6 +109,12 @@ class Event:
     fields: dict[str, Any] = attrs.field(factory=dict)
     time: datetime = attrs.field(factory=lambda: datetime.now(UTC))
     host: str = attrs.field(factory=socket.gethostname)
+    html: str | None = None
+    """An HTML rendering of ``text`` (the report's table and chart), for notifiers that mail."""
+    attachments: tuple[Attachment, ...] = ()
+    """Files for notifiers that can send them (email); chats ignore them."""
+    brief: bool = False
+    """Chat notifiers (Slack, Telegram, apprise) send only ``title``: ``text`` is a whole report."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form posted by the webhook notifier."""
@@ -465,6 +485,44 @@ def restore_failed(
             "error_type": type(error).__name__,
         },
     )
+
+
+REPORT_CHART_ID = "pgvault-report-chart"
+"""The Content-ID of the chart in a report mail (``<img src="cid:…">`` in its HTML)."""
+
+
+def report_event(config: PipelineConfig, report: Report, chart_svg: str | None = None) -> Event:
+    """The ``report`` event of a scheduled report: its summary line as the title (all a chat
+    shows), the text report, and for mail the HTML table with the chart inline."""
+    drills_failed = sum(1 for d in report.drills if not d.get("ok"))
+    attachments: tuple[Attachment, ...] = ()
+    chart_html = None
+    if chart_svg:
+        attachments = (
+            Attachment("chart.svg", "image/svg+xml", chart_svg.encode(), REPORT_CHART_ID),
+        )
+        chart_html = f'<p><img src="cid:{REPORT_CHART_ID}" alt="stored size and duration"></p>'
+    return Event(
+        "report",
+        config.name,
+        report.failed == 0 and drills_failed == 0,
+        f"pgvault: report {report.summary()}",
+        text=report.text().rstrip("\n"),
+        fields=report.to_dict(),
+        html=report.html(chart_html),
+        attachments=attachments,
+        brief=True,
+    )
+
+
+def send_report(config: PipelineConfig, event: Event) -> list[tuple[Notifier, bool]]:
+    """Deliver a ``report`` event to every notifier of ``config`` that wants it (``events =
+    ["report"]``); each with whether it was delivered.
+
+    Not a hook: a report is sent because a command asked for it (``pgvault report --notify``,
+    the Celery report task), so the caller hears of each delivery rather than only the logs.
+    """
+    return [(n, deliver(n, event)) for n in config.notify if n.wants("report")]
 
 
 # The plugin

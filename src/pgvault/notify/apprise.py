@@ -117,7 +117,8 @@ class Apprise(Notifier):
             known = sender.add(self._url())
         if not known:
             raise NotifyError("the apprise URL is not one apprise knows")
-        body = "\n\n".join(p for p in (event.text, f"host: {event.host}") if p)
+        text = "" if event.brief else event.text  # a report: its summary line (the title)
+        body = "\n\n".join(p for p in (text, f"host: {event.host}") if p)
         with _quiet(), apprise.LogCapture(level=logging.WARNING) as captured:
             delivered = sender.notify(
                 title=event.title, body=body, notify_type=self.notify_type(event)

@@ -91,6 +91,25 @@ class Email(Notifier):
         if event.run_id:
             msg["X-Pgvault-Run-Id"] = event.run_id
         msg.set_content(event.body() + "\n")
+        html_part = None
+        if event.html:
+            msg.add_alternative(event.html, subtype="html")
+            html_part = msg.get_body(("html",))
+        for item in event.attachments:
+            maintype, _, subtype = item.content_type.partition("/")
+            if item.content_id and isinstance(html_part, EmailMessage):
+                # Inline in the HTML part (multipart/related); clients that do not show SVG
+                # inline still offer it as the named file.
+                html_part.add_related(
+                    item.data,
+                    maintype,
+                    subtype,
+                    cid=f"<{item.content_id}>",
+                    filename=item.filename,
+                    disposition="inline",
+                )
+            else:
+                msg.add_attachment(item.data, maintype, subtype, filename=item.filename)
         return msg
 
     def _context(self) -> ssl.SSLContext:

@@ -56,7 +56,8 @@ class Telegram(Notifier):
 
     def send(self, event: Event) -> None:
         url = f"{self.api_url.rstrip('/')}/bot{self._token()}/sendMessage"
-        text = event.body()[:4096]  # the Bot API's message limit
+        # A report's summary line, not its whole table; the Bot API keeps 4096 characters.
+        text = (f"{event.title}\n\nhost: {event.host}" if event.brief else event.body())[:4096]
         body = post(
             url,
             dumps({"chat_id": self.chat_id, "text": text, "disable_web_page_preview": True}),

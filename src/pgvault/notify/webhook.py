@@ -2,8 +2,9 @@
 
 ``format = "json"`` posts :meth:`Event.to_dict` (event, vault, ok, run_id, message, text, host,
 time, fields); ``format = "slack"`` posts ``{"text": ...}``, which Slack, Mattermost and
-Rocket.Chat incoming webhooks all accept. The URL of an incoming webhook is itself the secret:
-give it as ``url_env`` (or ``url = "${VAR}"``); logs only ever show its host.
+Rocket.Chat incoming webhooks all accept (for a report, its summary line alone). The URL of an
+incoming webhook is itself the secret: give it as ``url_env`` (or ``url = "${VAR}"``); logs only
+ever show its host.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Webhook(Notifier):
         if self.format == "slack":
             icon = ":white_check_mark:" if event.ok else ":rotating_light:"
             text = f"{icon} *{event.title}*"
-            if event.text:
+            if event.text and not event.brief:
                 text += f"\n```\n{event.text}\n```"
             return dumps({"text": text})
         return dumps(event.to_dict())

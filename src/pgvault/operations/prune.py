@@ -13,7 +13,8 @@ named
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -21,6 +22,7 @@ import pluggy
 
 from pgvault.engine.runlock import Lease, live_leases
 from pgvault.exceptions import ConfigError, PgVaultError
+from pgvault.operations.pitr.targets import utc_text
 from pgvault.operations.tiers import Move, apply_moves, plan_moves
 from pgvault.plugin.exec_hooks import with_hooks
 from pgvault.plugin.manager import call_hook
@@ -30,7 +32,12 @@ from pgvault.vault.pins import read_pins, remove_pin
 from pgvault.vault.retention import RetentionPlan, plan, started_from_id
 
 if TYPE_CHECKING:
+    from pgvault.operations.pitr.plan import ArchiveState, BaseBackup
+    from pgvault.operations.pitr.retention import PitrKeep
+    from pgvault.operations.pitr.window import TimelineWindow
     from pgvault.pipeline_config import PipelineConfig
+    from pgvault.vault.manifest import Manifest
+    from pgvault.wal.archive import ClusterId, StoredWal
 
 log = logging.getLogger("pgvault.prune")
 
@@ -45,26 +52,64 @@ class PruneFailure:
 
 @attrs.frozen
 class WalPrune:
-    """WAL files below the horizon: stored before the oldest kept backup started, less
-    ``keep_wal_within``. History files are never removed; files whose age the sink cannot tell
-    are kept."""
+    """What prune does to the WAL archive: the keep-set of
+    :func:`pgvault.operations.pitr.retention.wal_keep` (history files are never removed; see
+    there for the rules)."""
 
     horizon: datetime | None
+    """The time rule's horizon (a cluster with no kept base backup): files stored before it go."""
     removable: tuple[str, ...]
-    """Keys below the horizon (removed unless a dry run)."""
+    """Keys the keep-set does not keep (removed unless a dry run)."""
     kept: int
     removed: tuple[str, ...] = ()
     failures: tuple[str, ...] = ()
+    horizons: tuple[str, ...] = ()
+    """Per cluster, the rule applied, in words."""
+    window_start: datetime | None = None
+    """The earliest moment ``pitr_within`` promises (None: no ``pitr_within``)."""
+    before: tuple[TimelineWindow, ...] | None = None
+    """The PITR window per timeline as the archive is (dry runs of vaults with base backups)."""
+    after: tuple[TimelineWindow, ...] | None = None
+    """… and as it will be after the prune."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
-        return {
+        out: dict[str, Any] = {
             "horizon": _iso(self.horizon) if self.horizon else None,
+            "horizons": list(self.horizons),
             "removable": len(self.removable),
             "removed": len(self.removed),
             "kept": self.kept,
             "failures": list(self.failures),
+            "pitr_window_start": _iso(self.window_start) if self.window_start else None,
         }
+        if self.before is not None and self.after is not None:
+            out["pitr_window"] = {
+                "before": [w.to_dict() for w in self.before],
+                "after": [w.to_dict() for w in self.after],
+            }
+        return out
+
+    def lines(self, *, dry_run: bool) -> list[str]:
+        """What ``pgvault prune`` prints about the WAL archive."""
+        below = f" stored before {self.horizon:%Y-%m-%d %H:%M} UTC" if self.horizon else ""
+        if dry_run:
+            out = [f"WAL: would remove {len(self.removable)} file(s){below}; keep {self.kept}"]
+        else:
+            out = [f"WAL: removed {len(self.removed)} file(s){below}; kept {self.kept}"]
+        out += [f"  {h}" for h in self.horizons]
+        if self.window_start is not None:
+            out.append(f"  pitr_within promises every moment from {utc_text(self.window_start)} on")
+        if self.before is not None and self.after is not None:
+            out.append("PITR window before: " + _windows_text(self.before))
+            out.append("PITR window after:  " + _windows_text(self.after))
+        return out
+
+
+def _windows_text(found: Sequence[TimelineWindow]) -> str:
+    if not found:
+        return "none (no base backup reaches any moment)"
+    return "; ".join(f"{w.cluster}, {w.text()}" for w in found)
 
 
 @attrs.frozen
@@ -158,6 +203,8 @@ def prune(
     contents = vault.contents(now)
     pins = read_pins(vault)
     running = live_leases(vault)
+    wal_view = _WalView.read(config, vault, contents.backups)
+    promise = wal_view.promise(policy, now)
     retention = _spare_running(
         plan(
             contents.backups,
@@ -166,12 +213,17 @@ def prune(
             incomplete=vault.incomplete(),
             damaged=[d.backup_id for d in contents.damaged],
             pins=pins.protecting(now),
+            pitr=promise.reasons if promise is not None else None,
         ),
         running,
     )
+    # WAL a running backup may need stays; so does WAL a damaged folder (whose manifest cannot
+    # say which WAL it needs: perhaps a base backup) may need, from its id's time on.
+    in_progress = [lease.started_at for lease in running.values()]
+    in_progress += [t for d in contents.damaged if (t := started_from_id(d.backup_id)) is not None]
     tiers = primary.tiers if primary.sink is config.sink else ()
     if dry_run:
-        wal_plan = _wal_plan(vault, retention)
+        wal_plan = wal_view.plan(retention, promise, in_progress, windows=True)
         moves = plan_moves(vault.sink, vault.name, tiers, contents.backups, now, retention)
         return PruneResult(config.name, retention, dry_run=True, wal=wal_plan, moves=tuple(moves))
 
@@ -193,7 +245,9 @@ def prune(
                 log.warning("could not remove the pin of %s: %s", decision.backup_id, exc)
         log.info("removed backup %s (%s)", decision.backup_id, "; ".join(decision.reasons))
     partials = _remove_partials(vault, retention, set(removed), now, set(running))
-    wal_plan = _wal_plan(vault, retention)
+    # A backup the sink refused to delete is still there: its WAL stays with it.
+    still = {f.backup_id for f in failures}
+    wal_plan = wal_view.plan(retention, promise, in_progress, also_kept=still)
     if wal_plan is not None:
         wal_plan, wal_partials = _prune_wal(vault, wal_plan)
         partials += wal_partials
@@ -272,34 +326,112 @@ def _remove_partials(
     return count
 
 
-def _wal_plan(vault: Vault, retention: RetentionPlan) -> WalPrune | None:
-    """Which WAL files fall below the horizon (see :class:`WalPrune`); None without WAL."""
-    from pgvault.wal.archive import WalArchive
-    from pgvault.wal.names import Kind
+@attrs.define
+class _WalView:
+    """One listing of the WAL archive, and what the PITR rules need of it."""
 
-    archive = WalArchive(vault.sink, vault.name)
-    records = archive.clusters()
-    if not records:
-        return None
-    kept = [d.started_at for d in retention.kept if d.complete and d.started_at is not None]
-    horizon = None
-    if kept:
-        margin = retention.policy.keep_wal_within
-        horizon = min(kept) - (margin.delta if margin is not None else timedelta(0))
-    removable: list[str] = []
-    keep = 0
-    for record in records:
-        for item in archive.list(record.cluster):
-            if (
-                horizon is not None
-                and item.name.kind is not Kind.HISTORY
-                and item.modified is not None
-                and item.modified < horizon
-            ):
-                removable.append(item.key)
-            else:
-                keep += 1
-    return WalPrune(horizon, tuple(removable), keep)
+    listing: dict[ClusterId, tuple[int, list[StoredWal]]]
+    backups: list[BaseBackup]
+    unreadable: list[str]
+    """Base backups whose manifest does not describe their WAL."""
+    states: dict[ClusterId, ArchiveState]
+    """Clusters with a base backup, history files read (the PITR rule and the windows)."""
+
+    @classmethod
+    def read(cls, config: PipelineConfig, vault: Vault, manifests: Sequence[Manifest]) -> _WalView:
+        from pgvault.operations.pitr.plan import SOURCE_TYPE, BaseBackup, PitrRefused, load_state
+        from pgvault.transforms.api import DecodeContext
+        from pgvault.wal.archive import WalArchive
+
+        archive = WalArchive(vault.sink, vault.name)
+        listing = {r.cluster: (r.segment_size, archive.list(r.cluster)) for r in archive.clusters()}
+        backups: list[BaseBackup] = []
+        unreadable: list[str] = []
+        for m in manifests:
+            if m.source_type != SOURCE_TYPE:
+                continue
+            try:
+                backups.append(BaseBackup.from_manifest(m))
+            except PitrRefused as exc:
+                log.warning("%s", exc)
+                unreadable.append(m.backup_id)
+        states: dict[ClusterId, ArchiveState] = {}
+        if backups and listing:
+            # History files decide which timelines a backup reaches; reading them needs the key
+            # when WAL is encrypted. One that cannot be read makes the promise keep more.
+            context = DecodeContext(configured=config.transforms)
+            for cluster in sorted({b.cluster for b in backups} & set(listing)):
+                size, items = listing[cluster]
+                states[cluster] = load_state(archive, cluster, size, context, listing=items)
+        return cls(listing, backups, unreadable, states)
+
+    def promise(self, policy: RetentionPolicy, now: datetime) -> PitrKeep | None:
+        """The base backups ``pitr_within`` needs (None without it or without base backups)."""
+        if policy.pitr_within is None or not self.states:
+            return None
+        from pgvault.operations.pitr.retention import pitr_keep
+
+        return pitr_keep(
+            self.backups,
+            self.states,
+            policy.pitr_within.delta,
+            now,
+            within_text=policy.pitr_within.text,
+        )
+
+    def plan(
+        self,
+        retention: RetentionPlan,
+        promise: PitrKeep | None,
+        in_progress: Sequence[datetime],
+        *,
+        also_kept: Collection[str] = (),
+        windows: bool = False,
+    ) -> WalPrune | None:
+        """The WAL keep-set for ``retention`` (None: the vault has no WAL); with ``windows``,
+        the PITR window before and after too."""
+        from pgvault.operations.pitr.retention import wal_keep, without
+        from pgvault.operations.pitr.window import timeline_windows
+
+        if not self.listing:
+            return None
+        kept = {d.backup_id for d in retention.kept if d.complete} | set(also_kept)
+        starts = [d.started_at for d in retention.kept if d.complete and d.started_at is not None]
+        doubtful = [i for i in self.unreadable if i in kept]
+        keep = wal_keep(
+            {c: (size, items) for c, (size, items) in self.listing.items()},
+            self.backups,
+            kept,
+            needed=None if promise is None else set(promise.reasons),
+            oldest_kept=min(starts) if starts else None,
+            margin=retention.policy.keep_wal_within.delta
+            if retention.policy.keep_wal_within is not None
+            else None,
+            in_progress=in_progress,
+            doubtful=f"the manifest of kept base backup {doubtful[0]} does not describe its WAL"
+            if doubtful
+            else None,
+        )
+        times = [h.horizon_time for h in keep.horizons if h.horizon_time is not None]
+        before = after = None
+        if windows and self.states:
+            before = tuple(timeline_windows(self.backups, self.states))
+            gone = set(keep.removable)
+            after = tuple(
+                timeline_windows(
+                    [b for b in self.backups if b.backup_id in kept],
+                    {c: without(s, gone) for c, s in self.states.items()},
+                )
+            )
+        return WalPrune(
+            horizon=min(times) if times else None,
+            removable=tuple(i.key for i in keep.removable),
+            kept=keep.kept,
+            horizons=tuple(h.text for h in keep.horizons),
+            window_start=promise.window_start if promise is not None else None,
+            before=before,
+            after=after,
+        )
 
 
 def _prune_wal(vault: Vault, wal: WalPrune) -> tuple[WalPrune, int]:

@@ -6,7 +6,10 @@ A policy names tiers (grandfather-father-son, the way restic and borg count them
 * ``keep_hourly/daily/weekly/monthly/yearly = n`` keep the newest backup in each of the n most
   recent calendar periods (hours, days, ISO weeks, months, years in ``timezone``) that hold a
   backup, counted back from the newest;
-* ``keep_within = "30d"`` keeps every backup started within that time of the newest one.
+* ``keep_within = "30d"`` keeps every backup started within that time of the newest one;
+* ``pitr_within = "7d"`` keeps the base backups that point-in-time recovery needs to reach every
+  moment of that time before the end of the WAL archive (chosen by
+  :mod:`pgvault.operations.pitr.retention`, which also says which WAL each kept backup keeps).
 
 One backup may satisfy several tiers at once (the newest of a day can also be the newest of its
 week, month and year), so nothing is ever copied into daily/weekly/monthly folders. Periods and
@@ -160,13 +163,17 @@ def plan(
     incomplete: Iterable[str] = (),
     damaged: Iterable[str] = (),
     pins: Mapping[str, tuple[datetime, str]] | None = None,
+    pitr: Mapping[str, str] | None = None,
 ) -> RetentionPlan:
     """Decide, for every backup, whether ``policy`` keeps it and why.
 
     ``backups`` are the complete backups in any order (ids must be unique); ``incomplete`` the ids
     of folders without a manifest; ``damaged`` those of folders whose manifest cannot be read,
     which are always kept; ``pins`` maps backup ids to the time their pin (``pgvault pin``)
-    keeps them until and the reason to give. A pinned backup, or a scheduled one with a
+    keeps them until and the reason to give; ``pitr`` maps the base backups the
+    ``pitr_within`` promise needs to the reason (chosen from the WAL archive by
+    :func:`pgvault.operations.pitr.retention.pitr_keep`: they are kept, and counted by the rules
+    like any other). A pinned backup, or a scheduled one with a
     ``keep_until`` label, is kept until then and still counted by the rules (a pin adds a reason
     to keep, and changes nothing the rules count). ``now`` decides whether an incomplete folder
     is past its grace period, whether a pin or ``keep_until`` has passed and which backups are
@@ -216,6 +223,9 @@ def plan(
         for until, why in holds:
             if now < until:
                 reasons[backup_id].append(f"{_pinned_text(until)} ({why})")
+    for backup_id, why in (pitr or {}).items():
+        if backup_id in reasons:  # a base backup that is gone or damaged is nothing to keep
+            reasons[backup_id].append(why)
     for n, (backup_id, _) in enumerate(ordered[: policy.keep_last], start=1):
         reasons[backup_id].append(f"last #{n}")
     zone = policy.timezone.zone

@@ -3,7 +3,6 @@ moment, refusals name the window, and the restored copy never archives into the 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -13,34 +12,27 @@ import pytest
 
 from pgvault.operations.pitr.restore import restore_pitr
 from pgvault.operations.pitr.settings import read_setting
-from pgvault.operations.pitr.start import stop_restored
+from pgvault.operations.pitr.start import start_restored
 from pgvault.operations.pitr.targets import build_target
 from pgvault.postgres.cluster import free_port
-from tests.operations.pitr.conftest import Story, restore_dir, rows
+from tests.operations.pitr.conftest import Story, cleanup, restore_dir, restore_to, rows
 from tests.wal.conftest import WalRig, as_postgres
 
 Rig = tuple[WalRig, Story]
 
-
-def _restore(rig: WalRig, label: str, **target: object) -> tuple[Path, int, object]:
-    data = restore_dir(rig, label)
-    port = free_port()
-    result = restore_pitr(
-        rig.load(),
-        None,
-        data,
-        build_target(**target),  # type: ignore[arg-type]
-        command=rig.command,
-        start=True,
-        port=port,
-        timeout=120,
-    )
-    return data, port, result
+# Each restore below replays WAL through pgvault processes (seconds each): every target kind and
+# action is restored once, and checks that only read a restored cluster share it. The name
+# target is restored (and promoted) by the CLI test, the end of the archive by the drill test,
+# the backup itself (immediate) by the pg_verifybackup test.
 
 
-def _cleanup(rig: WalRig, data: Path) -> None:
-    stop_restored(data, rig.cluster.bindir, owner=(data.stat().st_uid, data.stat().st_gid))
-    shutil.rmtree(data.parent, ignore_errors=True)
+def assert_promoted_copy(port: int, data: Path, expected: int) -> None:
+    """The restored cluster is out of recovery with ``expected`` rows, and does not archive
+    into the source's WAL."""
+    assert rows(port) == expected
+    assert rows(port, "SELECT pg_is_in_recovery()") is False
+    assert rows(port, "SHOW archive_mode") == "off"
+    assert read_setting(data, "archive_mode") == "off"
 
 
 @pytest.mark.parametrize(
@@ -48,48 +40,43 @@ def _cleanup(rig: WalRig, data: Path) -> None:
     [
         ("time", lambda s: {"time": s.after_insert.isoformat()}, 150),
         ("lsn", lambda s: {"lsn": s.lsn_before_delete}, 150),
-        ("name", lambda s: {"name": s.mark}, 150),
         ("xid", lambda s: {"xid": str(s.delete_xid)}, 30),
         ("xid-exclusive", lambda s: {"xid": str(s.delete_xid), "exclusive": True}, 150),
-        ("immediate", lambda s: {"immediate": True}, 100),
-        ("end", lambda s: {}, 35),
     ],
 )
 def test_each_target_kind_restores_the_rows_of_its_moment(
     pitr_rig: Rig, name: str, target: object, expected: int
 ) -> None:
-    """Just before the bad DELETE (time, LSN, mark, xid exclusive), just after it (xid), the
-    backup itself (immediate) and the end of the archive, each promoted and queried."""
+    """Just before the bad DELETE (time, LSN, xid exclusive) and just after it (xid), each
+    promoted and queried (the mark, the backup itself and the end of the archive: below)."""
     rig, story = pitr_rig
-    data, port, result = _restore(rig, name, **target(story))  # type: ignore[operator]
+    data, port, result = restore_to(rig, name, **target(story))  # type: ignore[operator]
     try:
-        assert result.started is not None and result.started.ok, result.lines()  # type: ignore[attr-defined]
-        assert result.started.state == "promoted"  # type: ignore[attr-defined]
-        assert rows(port) == expected
-        assert rows(port, "SELECT pg_is_in_recovery()") is False
-        # The copy does not archive into the source's WAL.
-        assert rows(port, "SHOW archive_mode") == "off"
-        assert read_setting(data, "archive_mode") == "off"
+        assert result.started is not None and result.started.ok, result.lines()
+        assert result.started.state == "promoted"
+        assert_promoted_copy(port, data, expected)
     finally:
-        _cleanup(rig, data)
+        cleanup(rig, data)
 
 
 def test_pause_and_shutdown_stop_at_the_target(pitr_rig: Rig) -> None:
     """pause leaves a read-only server at the target; shutdown stops it there."""
     rig, story = pitr_rig
-    data, port, result = _restore(rig, "pause", lsn=story.lsn_before_delete, action="pause")
+    data, port, result = restore_to(rig, "pause", lsn=story.lsn_before_delete, action="pause")
     try:
-        assert result.started.state == "paused", result.lines()  # type: ignore[attr-defined]
+        assert result.started is not None
+        assert result.started.state == "paused", result.lines()
         assert rows(port) == 150
         assert rows(port, "SELECT pg_is_in_recovery()") is True
     finally:
-        _cleanup(rig, data)
-    data, port, result = _restore(rig, "shutdown", name=story.mark, action="shutdown")
+        cleanup(rig, data)
+    data, port, result = restore_to(rig, "shutdown", name=story.mark, action="shutdown")
     try:
-        assert result.started.state == "shutdown", result.lines()  # type: ignore[attr-defined]
+        assert result.started is not None
+        assert result.started.state == "shutdown", result.lines()
         assert not (data / "postmaster.pid").exists()
     finally:
-        _cleanup(rig, data)
+        cleanup(rig, data)
 
 
 def test_refusals_name_the_window_and_write_nothing(pitr_rig: Rig, tmp_path: Path) -> None:
@@ -111,14 +98,12 @@ def test_refusals_name_the_window_and_write_nothing(pitr_rig: Rig, tmp_path: Pat
     assert not target_dir.exists()
 
 
-def test_a_gap_is_refused_naming_the_first_missing_segment(pitr_rig: Rig, tmp_path: Path) -> None:
+def test_a_gap_is_refused_naming_the_first_missing_segment(
+    pitr_rig: Rig, pitr_copy: WalRig, tmp_path: Path
+) -> None:
     """With a segment after the backup gone, a target beyond it names that segment."""
-    rig, story = pitr_rig
-    copy = tmp_path / "vault"
-    shutil.copytree(rig.vault, copy)
-    config_text = rig.config.read_text().replace(str(rig.vault), str(copy))
-    config = tmp_path / "copy.toml"
-    config.write_text(config_text)
+    _, story = pitr_rig
+    copy, config = pitr_copy.vault, pitr_copy.config
     from pgvault import load_config
     from pgvault.operations.pitr.plan import PitrRefused
 
@@ -148,10 +133,34 @@ def test_list_shows_the_pitr_window(pitr_rig: Rig) -> None:
     assert "timeline 1:" in line and stopped in line and "(1 base backup(s))" in line
 
 
+def test_the_report_shows_the_pitr_window_and_the_wal_volume(pitr_rig: Rig) -> None:
+    """pgvault report counts the archived WAL (all of it arrived within the period) and names the
+    same window as list."""
+    from pgvault import load_config
+    from pgvault.operations.report.report import build
+
+    rig, story = pitr_rig
+    config = load_config(rig.config)
+    report = build(config, since=timedelta(days=7))
+    assert report.wal is not None
+    stored = [p for p in rig.vault.rglob("*") if p.is_file() and "/wal/" in str(p)]
+    # Segments, the .backup and .history files; not the cluster records.
+    segments = [p for p in stored if p.parent.name != "clusters"]
+    assert report.wal.files == len(segments) > 0
+    assert report.wal.bytes == sum(p.stat().st_size for p in segments)
+    assert report.wal.period_files == report.wal.files
+    [window] = report.pitr_window
+    stopped = story.backup_stopped_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert "timeline 1:" in window and stopped in window
+    text = report.text()
+    assert f"WAL: {report.wal.files} file(s)" in text and window in text
+
+
 def test_cli_refuses_a_non_empty_target_dir_and_replaces_it_when_told(
     pitr_rig: Rig, tmp_path: Path
 ) -> None:
-    """Without --delete-existing a non-empty folder is refused; with it (and --yes) replaced."""
+    """Without --delete-existing a non-empty folder is refused; with it (and --yes) replaced:
+    restored to the mark (the name target), promoted, with the rows of the mark."""
     rig, story = pitr_rig
     data = restore_dir(rig, "cli")
     data.mkdir(mode=0o700)
@@ -179,10 +188,11 @@ def test_cli_refuses_a_non_empty_target_dir_and_replaces_it_when_told(
         stdin=subprocess.DEVNULL,
     )
     assert asked.returncode == 2 and "needs --yes" in asked.stderr
+    port = free_port()
     done = subprocess.run(
         [
             *(sys.executable, "-m", "pgvault", *base, "--target-name", story.mark),
-            *("--delete-existing", "--yes", "--start", "--port", str(free_port())),
+            *("--delete-existing", "--yes", "--start", "--port", str(port)),
             *("--timeout", "120"),
         ],
         capture_output=True,
@@ -193,16 +203,19 @@ def test_cli_refuses_a_non_empty_target_dir_and_replaces_it_when_told(
         assert not (data / "precious").exists()
         assert "recovery stopping at restore point" in done.stdout
         assert "promoted to timeline 2" in done.stdout
+        assert_promoted_copy(port, data, 150)
     finally:
-        _cleanup(rig, data)
+        cleanup(rig, data)
 
 
-def test_the_restored_directory_matches_the_backup_manifest(pitr_rig: Rig) -> None:
-    """pg_verifybackup finds every file as the base backup recorded it (recovery files aside)."""
+def test_the_restored_directory_matches_the_backup_manifest_and_recovers_the_backup(
+    pitr_rig: Rig,
+) -> None:
+    """pg_verifybackup finds every file as the base backup recorded it (recovery files aside);
+    started, the immediate target stops where the backup became consistent: its 100 rows."""
     rig, _ = pitr_rig
-    data = restore_dir(rig, "verify")
+    data, port, _ = restore_to(rig, "immediate", start=False, immediate=True)
     try:
-        restore_pitr(rig.load(), None, data, build_target(immediate=True), command=rig.command)
         checked = subprocess.run(
             as_postgres(
                 [
@@ -215,32 +228,44 @@ def test_the_restored_directory_matches_the_backup_manifest(pitr_rig: Rig) -> No
             cwd="/tmp",
         )
         assert checked.returncode == 0, checked.stderr
+        # What restore_pitr(start=True) does next (the restore wrote the port into the settings).
+        st = data.stat()
+        started = start_restored(
+            data, rig.cluster.bindir, port=port, owner=(st.st_uid, st.st_gid), timeout=120
+        )
+        assert started.ok and started.state == "promoted", started.lines()
+        assert_promoted_copy(port, data, 100)
     finally:
-        shutil.rmtree(data.parent, ignore_errors=True)
+        cleanup(rig, data)
 
 
 def test_a_drill_of_a_base_backup_recovers_checks_and_records_its_recovery_time(
-    pitr_rig: Rig,
+    pitr_rig: Rig, pitr_copy: WalRig
 ) -> None:
     """pgvault drill restores the base backup, replays the archive to its end in a throwaway
-    cluster, runs the SQL checks there and records the result with the time it took."""
+    cluster, runs the SQL checks there and records the result with the time it took. The checks
+    are those of a restore to the end of the archive: its rows, promoted, not archiving."""
     from pgvault import load_config
     from pgvault.operations.drill import drill, last_drills
     from pgvault.vault.contents import Vault
     from tests.wal.conftest import chown_postgres
 
-    rig, story = pitr_rig
+    _, story = pitr_rig
+    rig = pitr_copy  # the drill records its result in the vault: the package's stays as it is
     config = rig.folder / "drill.toml"
     config.write_text(
         rig.config.read_text()
         + f'\n[drill]\npgvault = "{" ".join(rig.command)}"\n'
         + f'[[drill.check]]\nsql = "SELECT count(*) FROM t"\nequals = {story.final_rows}\n'
+        + '[[drill.check]]\nsql = "SELECT pg_is_in_recovery()"\nequals = false\n'
+        + '[[drill.check]]\nsql = "SHOW archive_mode"\nequals = "off"\n'
     )
     chown_postgres(config)
     loaded = load_config(config)
     result = drill(loaded, story.backup_id)
     assert result.ok, result.error
-    assert [c.value for c in result.checks] == [str(story.final_rows)]
+    assert [c.value for c in result.checks] == [str(story.final_rows), "f", "off"]
+    assert all(c.ok for c in result.checks)
     assert result.duration_seconds > 0
     recorded = last_drills(Vault.from_config(loaded))[0]
     assert recorded["drill_id"] == result.drill_id and recorded["ok"] is True

@@ -37,4 +37,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(report.html(chart))
     else:
         print(report.text(), end="")
+    if args.notify:
+        from pgvault.cli.commands.schedule import notify_report
+
+        return notify_report(config, report, chart)
     return EXIT_OK

@@ -62,13 +62,9 @@ def _print_prune(result: PruneResult) -> None:
     for move in result.moves:
         done = "would move" if result.dry_run else "FAILED to move" if move.error else "moved"
         print(f"{done} {move.key} from {move.from_class} to {move.to_class}")
-    wal = result.wal
-    if wal is not None:
-        below = f"stored before {wal.horizon:%Y-%m-%d %H:%M} UTC" if wal.horizon else "(no horizon)"
-        if result.dry_run:
-            print(f"WAL: would remove {len(wal.removable)} file(s) {below}; keep {wal.kept}")
-        else:
-            print(f"WAL: removed {len(wal.removed)} file(s) {below}; kept {wal.kept}")
+    if result.wal is not None:
+        for line in result.wal.lines(dry_run=result.dry_run):
+            print(line)
     if result.dry_run:
         print(
             f"dry run ({plan.policy.describe()}): would keep {kept}, remove {removed}; "

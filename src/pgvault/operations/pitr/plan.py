@@ -3,8 +3,9 @@
 Everything PostgreSQL would otherwise get silently wrong, or find out hours into a replay, is
 decided here from the vault's listing and history files, before a byte is written:
 
-* the base backup is the newest one that ended before the target (a target before the end of
-  every backup is refused: PostgreSQL would start at the backup's end and call it done);
+* the base backup is the newest one that ended before the target and whose timeline leads to
+  the target's (a target before the end of every backup is refused: PostgreSQL would start at
+  the backup's end and call it done);
 * the target timeline (``latest`` is found the way PostgreSQL finds it: history files probed
   upwards from the backup's timeline) must descend from the backup's timeline *after* the
   backup ended, and its history file must be archived;
@@ -34,7 +35,7 @@ import attrs
 
 from pgvault.exceptions import PgVaultError, RestoreError
 from pgvault.transforms.api import DecodeContext
-from pgvault.wal.archive import ClusterId, WalArchive
+from pgvault.wal.archive import ClusterId, StoredWal, WalArchive
 from pgvault.wal.chain import read_history
 from pgvault.wal.names import (
     HistoryEntry,
@@ -145,12 +146,18 @@ class ArchiveState:
 
 
 def load_state(
-    archive: WalArchive, cluster: ClusterId, segment_size: int, context: DecodeContext
+    archive: WalArchive,
+    cluster: ClusterId,
+    segment_size: int,
+    context: DecodeContext,
+    *,
+    listing: Sequence[StoredWal] | None = None,
 ) -> ArchiveState:
-    """One listing of the cluster's archive, and each of its history files read."""
+    """One listing of the cluster's archive (or ``listing``, one made already), and each of its
+    history files read."""
     segments: dict[int, dict[int, datetime | None]] = {}
     history_files: set[int] = set()
-    for item in archive.list(cluster):
+    for item in archive.list(cluster) if listing is None else listing:
         n = item.name
         if n.kind is Kind.HISTORY:
             history_files.add(n.timeline)
@@ -426,9 +433,7 @@ def plan(
                 f"the earliest moment that can be reached is {utc_text(oldest.stopped_at)} "
                 f"({format_lsn(oldest.stop_lsn)}, end of backup {oldest.backup_id})"
             )
-    backup = chosen[0]
-    tli = target_timeline(target, backup, state)
-    path = timeline_path(backup, tli, state)
+    backup, tli, path = _on_path(chosen, target, state)
     reach = window(backup, path, state)
     size = state.segment_size
     if not _fits(backup, target, lsn):
@@ -464,6 +469,23 @@ def plan(
         segments=need - backup.start_segno + 1,
         window=reach,
     )
+
+
+def _on_path(
+    chosen: Sequence[BaseBackup], target: RecoveryTarget, state: ArchiveState
+) -> tuple[BaseBackup, int, tuple[tuple[int, int], ...]]:
+    """The newest of ``chosen`` whose timeline leads to the target's, with that timeline and the
+    path; the newest one's refusal when none does (a backup taken on the old timeline after a
+    promotion cannot follow the new one, but an older backup from before the fork can)."""
+    refusal: PitrRefused | None = None
+    for backup in chosen:
+        tli = target_timeline(target, backup, state)
+        try:
+            return backup, tli, timeline_path(backup, tli, state)
+        except PitrRefused as exc:
+            refusal = refusal or exc
+    assert refusal is not None
+    raise refusal
 
 
 def _needed_segno(

@@ -10,7 +10,7 @@ it (the moments between are lost: no backup reaches them). ``pgvault list`` prin
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,15 @@ from pgvault.transforms.api import DecodeContext
 from pgvault.wal.archive import ClusterId, WalArchive
 from pgvault.wal.names import format_lsn
 
-from .plan import SOURCE_TYPE, BaseBackup, PitrRefused, base_backups, load_state, timeline_path
+from .plan import (
+    SOURCE_TYPE,
+    ArchiveState,
+    BaseBackup,
+    PitrRefused,
+    base_backups,
+    load_state,
+    timeline_path,
+)
 from .plan import window as backup_window
 from .targets import utc_text
 
@@ -118,10 +126,22 @@ def windows(
         return []
     context = context or DecodeContext(configured=config.transforms)
     archive = WalArchive(config.sink, config.name)
-    out: list[TimelineWindow] = []
+    states: dict[ClusterId, ArchiveState] = {}
     for cluster in sorted({b.cluster for b in backups}):
         mine = [b for b in backups if b.cluster == cluster]
-        state = load_state(archive, cluster, mine[0].segment_size, context)
+        states[cluster] = load_state(archive, cluster, mine[0].segment_size, context)
+    return timeline_windows(backups, states)
+
+
+def timeline_windows(
+    backups: Sequence[BaseBackup], states: Mapping[ClusterId, ArchiveState]
+) -> list[TimelineWindow]:
+    """The window of every timeline that one of ``backups`` can reach in ``states`` (pure: what
+    ``prune --dry-run`` asks of the archive as it is and as it would be)."""
+    out: list[TimelineWindow] = []
+    for cluster in sorted({b.cluster for b in backups} & set(states)):
+        mine = [b for b in backups if b.cluster == cluster]
+        state = states[cluster]
         timelines = sorted(set(state.segments) | set(state.history_files))
         for tli in timelines:
             found = []

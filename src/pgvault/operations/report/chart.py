@@ -8,9 +8,12 @@ and SVG embeds in the HTML report and in mail as it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING
+
+import attrs
 
 from pgvault.engine.progress import human_bytes
 
@@ -36,13 +39,14 @@ def _panel(
     colour: str,
     bars: bool,
     trend: tuple[float, float] | None = None,
+    more: Sequence[tuple[list[tuple[float, float]], str]] = (),
 ) -> list[str]:
     out = [
         f'<text x="{LEFT}" y="{top - 10}" font-size="14" font-weight="bold">{escape(title)}</text>',
         f'<rect x="{LEFT}" y="{top}" width="{WIDTH - LEFT - RIGHT}" height="{PANEL}" '
         'fill="#fafafa" stroke="#ccc"/>',
     ]
-    high = max([v for _, v in points] + [1e-9]) * 1.15
+    high = max([v for _, v in points] + [v for ps, _ in more for _, v in ps] + [1e-9]) * 1.15
 
     def y(v: float) -> float:
         return top + PANEL - v / high * PANEL
@@ -65,11 +69,18 @@ def _panel(
                 f'<rect x="{_x(t, t0, t1) - width / 2:.1f}" y="{y(v):.1f}" width="{width:.1f}" '
                 f'height="{top + PANEL - y(v):.1f}" fill="{colour}"/>'
             )
-    elif points:
-        path = " ".join(f"{_x(t, t0, t1):.1f},{y(v):.1f}" for t, v in points)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for t, v in points:
-            out.append(f'<circle cx="{_x(t, t0, t1):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}"/>')
+    else:
+        for series, stroke in [(points, colour), *more]:
+            if not series:
+                continue
+            path = " ".join(f"{_x(t, t0, t1):.1f},{y(v):.1f}" for t, v in series)
+            out.append(
+                f'<polyline points="{path}" fill="none" stroke="{stroke}" stroke-width="2"/>'
+            )
+            for t, v in series:
+                out.append(
+                    f'<circle cx="{_x(t, t0, t1):.1f}" cy="{y(v):.1f}" r="3" fill="{stroke}"/>'
+                )
     if trend is not None:
         (a, b) = trend  # value at t0, slope per second
         out.append(
@@ -140,5 +151,54 @@ def svg(report: Report) -> str:
             f'<text x="{_x(t, t0, t1):.1f}" y="{base + 18}" font-size="11" '
             f'text-anchor="{anchor}">{day}</text>'
         )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+PALETTE = ("#1e88e5", "#43a047", "#e53935", "#8e24aa", "#fb8c00")
+
+
+@attrs.frozen
+class LinePanel:
+    """One panel of :func:`line_chart`: named series of ``(x, y)`` points on shared axes."""
+
+    title: str
+    series: Sequence[tuple[str, list[tuple[float, float]]]]
+    y_label: Callable[[float], str]
+    x_ticks: Sequence[tuple[float, str]]
+
+
+def line_chart(title: str, panels: Sequence[LinePanel]) -> str:
+    """Panels of line series (each panel its own x range from its ticks), with a legend per
+    panel, as a standalone SVG document: the benchmark's scaling curves use it."""
+    height = TOP + len(panels) * (PANEL + GAP) + 20
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, sans-serif">',
+        f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
+        f'<text x="{LEFT}" y="24" font-size="16">{escape(title)}</text>',
+    ]
+    for i, panel in enumerate(panels):
+        top = TOP + 20 + i * (PANEL + GAP)
+        xs = [x for x, _ in panel.x_ticks] or [0.0, 1.0]
+        t0, t1 = min(0.0, *xs), max(xs)
+        colours = [PALETTE[j % len(PALETTE)] for j in range(len(panel.series))]
+        first = panel.series[0][1] if panel.series else []
+        more = [(pts, colours[j]) for j, (_, pts) in enumerate(panel.series) if j]
+        parts += _panel(
+            top, panel.title, first, [], t0, t1, panel.y_label, colours[0], False, more=more
+        )
+        for x, text in panel.x_ticks:
+            anchor = "end" if x >= t1 else "middle"  # the last label must not leave the panel
+            parts.append(
+                f'<text x="{_x(x, t0, t1):.1f}" y="{top + PANEL + 16}" font-size="11" '
+                f'text-anchor="{anchor}">{escape(text)}</text>'
+            )
+        for j, (name, _) in enumerate(panel.series):
+            y = top + 14 + 16 * j
+            parts.append(
+                f'<rect x="{LEFT + 10}" y="{y - 9}" width="10" height="10" fill="{colours[j]}"/>'
+                f'<text x="{LEFT + 26}" y="{y}" font-size="12">{escape(name)}</text>'
+            )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -4,7 +4,15 @@ Per pipeline: backups taken and failed (failures are recorded in the vault by th
 :mod:`pgvault.vault.failures`), the success rate, duration and stored size over time with
 their trend (least-squares growth per week), the compression ratio, storage by class and its
 monthly cost from a shipped list-price table (``prices.json``; ``--prices FILE`` overrides it),
-and the drill history with restore times.
+and the drill history with restore times. Beside these: what each destination stores, by
+storage class, and what it costs a month (from the sinks' own listings, WAL included); when
+``[check] min_free`` is set on a sink that knows its free space, the days until the vault's
+growth crosses it; and when WAL is archived, its volume and the point-in-time recovery window.
+
+The days to ``min_free`` assume the vault grows as its history says. With a ``[retention]``
+policy the vault holds about as many backups from week to week, so it grows by the size trend
+once per kept backup (plus nothing for WAL, which prune trims alike); without one nothing is
+removed, so it grows by everything stored per week, backups and WAL.
 """
 
 from __future__ import annotations
@@ -19,12 +27,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pgvault.engine.progress import human_bytes
+from pgvault.exceptions import PgVaultError
+from pgvault.operations.check import ReportsDiskUsage
 from pgvault.operations.drill import last_drills
+from pgvault.operations.pitr.window import window_lines
 from pgvault.vault.contents import Vault
 from pgvault.vault.failures import read_failures
+from pgvault.wal.archive import WalArchive
 
 if TYPE_CHECKING:
     from pgvault.pipeline_config import PipelineConfig
+    from pgvault.sinks.destinations import Destination
 
 GIB = 2**30
 WEEK = 7 * 86400
@@ -67,6 +80,127 @@ class Run:
 
 
 @attrs.frozen
+class DestinationCost:
+    """What one destination stores for the vault (backups and WAL), by storage class, and its
+    monthly cost at the price table's list prices."""
+
+    name: str
+    location: str
+    sink_type: str
+    bytes_by_class: dict[str, int]
+    usd_per_gib_month: dict[str, float]
+
+    @property
+    def stored_bytes(self) -> int:
+        """Every byte the destination holds for the vault."""
+        return sum(self.bytes_by_class.values())
+
+    @property
+    def monthly_cost(self) -> float:
+        """USD per month for what it stores now."""
+        return sum(
+            size / GIB * self.usd_per_gib_month.get(cls, 0.0)
+            for cls, size in self.bytes_by_class.items()
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "name": self.name,
+            "location": self.location,
+            "type": self.sink_type,
+            "bytes": self.stored_bytes,
+            "classes": {
+                cls: {
+                    "bytes": size,
+                    "usd_per_gib_month": self.usd_per_gib_month.get(cls, 0.0),
+                    "usd_per_month": round(size / GIB * self.usd_per_gib_month.get(cls, 0.0), 4),
+                }
+                for cls, size in sorted(self.bytes_by_class.items())
+            },
+            "usd_per_month": round(self.monthly_cost, 4),
+        }
+
+
+@attrs.frozen
+class WalVolume:
+    """The archived WAL of the vault: all of it, and what arrived in the report's period."""
+
+    files: int
+    bytes: int
+    period_files: int
+    period_bytes: int
+    weeks: float
+    """The period's length in weeks, for the rate."""
+
+    @property
+    def bytes_per_week(self) -> float:
+        """Stored WAL bytes per week over the period."""
+        return self.period_bytes / self.weeks if self.weeks else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "files": self.files,
+            "bytes": self.bytes,
+            "period_files": self.period_files,
+            "period_bytes": self.period_bytes,
+            "bytes_per_week": round(self.bytes_per_week),
+        }
+
+
+@attrs.frozen
+class FreeSpace:
+    """Free space where the primary sink stores, against ``[check] min_free``, and when the
+    vault's growth crosses it."""
+
+    free_bytes: int
+    total_bytes: int
+    threshold: str
+    """``min_free`` as the config says it (``"10%"``)."""
+    threshold_bytes: int
+    growth_per_week: float | None
+    """The vault's growth (see the module docs); None without a trend."""
+
+    @property
+    def days_left(self) -> float | None:
+        """Days until free space falls below the threshold: 0 when it is already below, None
+        when the vault does not grow (or there is no trend yet)."""
+        headroom = self.free_bytes - self.threshold_bytes
+        if headroom <= 0:
+            return 0.0
+        if not self.growth_per_week or self.growth_per_week <= 0:
+            return None
+        return headroom / (self.growth_per_week / 7)
+
+    def text(self) -> str:
+        """``free space: 40.0 GiB (min_free 10%, 25.0 GiB): crossed in about 52 days``."""
+        head = (
+            f"free space: {human_bytes(self.free_bytes)} of {human_bytes(self.total_bytes)} "
+            f"(min_free {self.threshold}, {human_bytes(self.threshold_bytes)})"
+        )
+        days = self.days_left
+        if days == 0:
+            return head + ": already below"
+        if days is None:
+            return head + ": not crossed at the current trend"
+        growth = human_bytes(self.growth_per_week or 0)
+        return head + f": crossed in about {days:.0f} days (vault growing {growth}/week)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        days = self.days_left
+        return {
+            "free_bytes": self.free_bytes,
+            "total_bytes": self.total_bytes,
+            "min_free": self.threshold,
+            "min_free_bytes": self.threshold_bytes,
+            "vault_growth_bytes_per_week": self.growth_per_week,
+            "days_to_min_free": None if days is None else round(days, 1),
+        }
+
+
+@attrs.frozen
 class Report:
     """The report of one pipeline over ``since``…``until``."""
 
@@ -79,6 +213,23 @@ class Report:
     storage_class: str
     price_per_gib_month: float
     drills: tuple[dict[str, Any], ...]
+    destinations: tuple[DestinationCost, ...] = ()
+    """Each destination's storage and cost (empty when built without listing the sinks)."""
+    free_space: FreeSpace | None = None
+    """Against ``[check] min_free``, when it is set and the sink knows its free space."""
+    wal: WalVolume | None = None
+    """The archived WAL, when the vault has any."""
+    pitr_window: tuple[str, ...] = ()
+    """The point-in-time recovery window, one line per cluster and timeline."""
+    notes: tuple[str, ...] = ()
+    """What could not be read (a sink that failed to list), one line each."""
+
+    @property
+    def total_monthly_cost(self) -> float:
+        """USD per month over every destination (the primary's backups alone without them)."""
+        if self.destinations:
+            return sum(d.monthly_cost for d in self.destinations)
+        return self.monthly_cost
 
     @property
     def taken(self) -> int:
@@ -143,6 +294,12 @@ class Report:
                 {**attrs.asdict(r), "started_at": r.started_at.isoformat()} for r in self.runs
             ],
             "drills": list(self.drills),
+            "destinations": [d.to_dict() for d in self.destinations],
+            "usd_per_month": round(self.total_monthly_cost, 4),
+            "free_space": self.free_space.to_dict() if self.free_space else None,
+            "wal": self.wal.to_dict() if self.wal else None,
+            "pitr_window": list(self.pitr_window),
+            "notes": list(self.notes),
         }
 
     def summary(self) -> str:
@@ -156,8 +313,33 @@ class Report:
         )
         return (
             f"{self.name}: {self.taken} backup(s), {self.failed} failed ({rate} success), "
-            f"{human_bytes(self.stored_bytes)} stored ({grow}), ${self.monthly_cost:.2f}/month"
+            f"{human_bytes(self.stored_bytes)} stored ({grow}), "
+            f"${self.total_monthly_cost:.2f}/month"
         )
+
+    def _extra_lines(self) -> list[str]:
+        """Destinations, free space, WAL and the PITR window, for the text and HTML forms."""
+        lines = []
+        for d in self.destinations:
+            classes = ", ".join(
+                f"{cls} {human_bytes(size)}" for cls, size in sorted(d.bytes_by_class.items())
+            )
+            lines.append(
+                f"destination {d.name} ({d.location}): {human_bytes(d.stored_bytes)}"
+                + (f" [{classes}]" if set(d.bytes_by_class) - {"default"} else "")
+                + f", ${d.monthly_cost:.2f}/month"
+            )
+        if self.free_space:
+            lines.append(self.free_space.text())
+        if self.wal:
+            lines.append(
+                f"WAL: {self.wal.files} file(s), {human_bytes(self.wal.bytes)} stored; "
+                f"{self.wal.period_files} ({human_bytes(self.wal.period_bytes)}) in the period, "
+                f"{human_bytes(self.wal.bytes_per_week)}/week"
+            )
+        lines += list(self.pitr_window)
+        lines += [f"note: {n}" for n in self.notes]
+        return lines
 
     def text(self) -> str:
         """The plain-text report."""
@@ -170,6 +352,7 @@ class Report:
             f"compression: {ratio:.2f}x" if ratio else "compression: n/a",
             "duration trend: n/a" if dgrowth is None else f"duration trend: {dgrowth:+.1f}s/week",
             f"storage: {self.storage_class} at ${self.price_per_gib_month}/GiB-month",
+            *self._extra_lines(),
             "",
             f"{'started (UTC)':<17} {'backup':<24} {'result':<7} {'duration':>9} {'stored':>11}",
         ]
@@ -205,6 +388,7 @@ class Report:
             "<!doctype html><meta charset=utf-8>"
             f"<title>pgvault report {html.escape(self.name)}</title>"
             f"<h1>{html.escape(self.name)}</h1><p>{html.escape(self.summary())}</p>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in self._extra_lines())
             + (chart_svg or "")
             + "<table><tr><th>started (UTC)</th><th>backup</th><th>result</th><th>duration</th>"
             f"<th>stored</th><th>error</th></tr>{rows}</table>"
@@ -235,12 +419,22 @@ def build(
     runs.sort(key=lambda r: r.started_at)
     sink_type = getattr(config.sink, "type_name", "local")
     storage_class = str(getattr(config.sink, "storage_class", None) or "default")
-    table = (prices or load_prices()).get(sink_type, {})
+    price_table = prices or load_prices()
+    table = price_table.get(sink_type, {})
     price = table.get(storage_class, table.get("default", 0.0))
     drills = [
         d for d in last_drills(vault) if str(d.get("started_at", "")) >= start.isoformat()[:10]
     ]
-    return Report(
+    notes: list[str] = []
+    destinations = []
+    for dest in config.destinations:
+        try:
+            destinations.append(_destination_cost(config.name, dest, price_table))
+        except (OSError, PgVaultError) as exc:
+            notes.append(f"destination {dest.name}: cannot list what it stores: {exc}")
+    wal = _wal_volume(config, start, since, notes)
+    pitr = tuple(window_lines(config, contents.scheduled)) if wal else ()
+    report = Report(
         name=config.name,
         location=config.sink.describe(),
         since=start,
@@ -250,7 +444,75 @@ def build(
         storage_class=storage_class,
         price_per_gib_month=price,
         drills=tuple(reversed(drills)),
+        destinations=tuple(destinations),
+        wal=wal,
+        pitr_window=pitr,
+        notes=tuple(notes),
     )
+    free = _free_space(config, report, len(contents.backups), since, notes)
+    return attrs.evolve(report, free_space=free, notes=tuple(notes))
+
+
+def _destination_cost(
+    name: str, dest: Destination, prices: dict[str, dict[str, float]]
+) -> DestinationCost:
+    sink = dest.sink
+    sink_type = str(getattr(sink, "type_name", "local"))
+    # What the listing does not name is in the class the sink writes (its storage_class
+    # option), else the provider's default.
+    written = str(getattr(sink, "storage_class", None) or "default")
+    by_class: dict[str, int] = {}
+    for info in sink.list(f"{name}/"):
+        cls = info.storage_class or written
+        by_class[cls] = by_class.get(cls, 0) + info.size
+    table = prices.get(sink_type, {})
+    rates = {cls: table.get(cls, table.get("default", 0.0)) for cls in by_class}
+    return DestinationCost(dest.name, sink.describe(), sink_type, by_class, rates)
+
+
+def _wal_volume(
+    config: PipelineConfig, start: datetime, since: timedelta, notes: list[str]
+) -> WalVolume | None:
+    archive = WalArchive(config.sink, config.name)
+    try:
+        clusters = archive.clusters()
+        items = [item for record in clusters for item in archive.list(record.cluster)]
+    except (OSError, PgVaultError) as exc:
+        notes.append(f"WAL archive: cannot be read ({exc})")
+        return None
+    if not clusters:
+        return None
+    recent = [i for i in items if i.modified is not None and i.modified >= start]
+    return WalVolume(
+        files=len(items),
+        bytes=sum(i.size for i in items),
+        period_files=len(recent),
+        period_bytes=sum(i.size for i in recent),
+        weeks=since.total_seconds() / WEEK,
+    )
+
+
+def _free_space(
+    config: PipelineConfig, report: Report, kept: int, since: timedelta, notes: list[str]
+) -> FreeSpace | None:
+    threshold = config.check.min_free
+    if threshold is None or not isinstance(config.sink, ReportsDiskUsage):
+        return None
+    try:
+        total, free = config.sink.disk_usage()
+    except (OSError, PgVaultError) as exc:
+        notes.append(f"free space: cannot be read ({exc})")
+        return None
+    growth: float | None
+    if config.retention is not None:
+        trend = report.size_growth_per_week
+        growth = None if trend is None else trend * kept
+    else:
+        weeks = since.total_seconds() / WEEK
+        stored = sum(r.size or 0 for r in report.runs if r.ok)
+        wal = report.wal.period_bytes if report.wal else 0
+        growth = (stored + wal) / weeks if weeks else None
+    return FreeSpace(free, total, str(threshold), threshold.bytes_of(total), growth)
 
 
 report = build
