@@ -66,8 +66,9 @@ class _Artifact:
     writer: ObjectWriter | None = None
     raw_size: int = 0
     lock: threading.Lock = attrs.field(factory=threading.Lock)
-    codecs: list[Any] = attrs.field(factory=list)
-    """This artifact's encoders, in chain order (asked for per-artifact params at the end)."""
+    params: list[dict[str, Any]] = attrs.field(factory=list)
+    """Each stage's per-artifact public params, in chain order, recorded when the stage ends
+    (its encoder is then let go)."""
 
     def count_raw(self, n: int) -> None:
         with self.lock:
@@ -243,16 +244,22 @@ def _start_chain(
 
     flow.spawn(f"read-{art.stream.name}", lambda: feed(art.stream.chunks, first, count_raw))
     current: Channel = first
-    for transform in config.transforms:
+    for i, transform in enumerate(config.transforms):
         nxt = flow.channel()
-        # Told where the artifact goes, an encrypting stage seals that in: its decoder then
-        # refuses the artifact if it is later moved to another backup or swapped with a sibling.
-        codec = transform.encoder_for(binding)
-        art.codecs.append(codec)
-        flow.spawn(
-            f"{transform.type_name}-{art.stream.name}",
-            lambda codec=codec, inp=current, out=nxt: through(codec, inp, out),  # type: ignore[misc]
-        )
+        art.params.append({})
+
+        def stage(
+            transform: Any = transform, inp: Channel = current, out: Channel = nxt, i: int = i
+        ) -> None:
+            # The encoder is made when the first chunk comes and dropped when the stage ends:
+            # a many-database backup hands the pipeline a hundred streams that wait their turn,
+            # and a hundred zstd contexts (several MiB each), alive from the start or kept to
+            # the end, were most of its memory.
+            encoder = _LazyEncoder(transform, binding)
+            through(encoder, inp, out)
+            art.params[i] = encoder.artifact_params()
+
+        flow.spawn(f"{transform.type_name}-{art.stream.name}", stage)
         current = nxt
     last = current
 
@@ -267,10 +274,37 @@ def _start_chain(
     flow.spawn(f"store-{art.stream.name}", store)
 
 
+class _LazyEncoder:
+    """A stage's encoder, made on first use. Told where the artifact goes, an encrypting stage
+    seals that in: its decoder then refuses the artifact if it is later moved to another backup
+    or swapped with a sibling."""
+
+    def __init__(self, transform: Any, binding: ArtifactBinding) -> None:
+        self._transform = transform
+        self._binding = binding
+        self._codec: Any = None
+
+    def _get(self) -> Any:
+        if self._codec is None:
+            self._codec = self._transform.encoder_for(self._binding)
+        return self._codec
+
+    def update(self, data: bytes) -> bytes:
+        result: bytes = self._get().update(data)
+        return result
+
+    def finish(self) -> bytes:
+        result: bytes = self._get().finish()
+        return result
+
+    def artifact_params(self) -> dict[str, Any]:
+        """The encoder's optional per-artifact params (an encryption salt), then let it go."""
+        codec, self._codec = self._get(), None
+        return dict(codec.artifact_params()) if hasattr(codec, "artifact_params") else {}
+
+
 def _artifact_params(art: _Artifact) -> tuple[dict[str, Any], ...]:
-    """Per-artifact public params of each stage, from encoders with the optional
-    ``artifact_params()`` (an encryption salt); ``()`` when no stage has any."""
-    params = tuple(
-        dict(c.artifact_params()) if hasattr(c, "artifact_params") else {} for c in art.codecs
-    )
+    """Per-artifact public params of each stage (from encoders with the optional
+    ``artifact_params()``); ``()`` when no stage has any."""
+    params = tuple(art.params)
     return params if any(params) else ()
