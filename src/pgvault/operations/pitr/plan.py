@@ -27,7 +27,7 @@ configured recovery target was reached", which ``--start`` reports.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -377,6 +377,20 @@ def window(backup: BaseBackup, path: Sequence[tuple[int, int]], state: ArchiveSt
         (last + 1) * size,
         missing,
     )
+
+
+def reaching(
+    backups: Iterable[BaseBackup], timeline: int, state: ArchiveState
+) -> list[tuple[BaseBackup, Window]]:
+    """Each of ``backups`` whose timeline leads to ``timeline``, with what it can reach there."""
+    found = []
+    for backup in backups:
+        try:
+            path = timeline_path(backup, timeline, state)
+        except PitrRefused:
+            continue
+        found.append((backup, window(backup, path, state)))
+    return found
 
 
 def _fits(backup: BaseBackup, target: RecoveryTarget, lsn: int | None) -> bool:

@@ -50,7 +50,7 @@ from pgvault.vault.manifest import CLOCK_TOLERANCE
 from pgvault.wal.archive import ClusterId, StoredWal
 from pgvault.wal.names import Kind, segment_name
 
-from .plan import ArchiveState, BaseBackup, PitrRefused, Window, timeline_path, window
+from .plan import ArchiveState, BaseBackup, Window, reaching
 from .targets import utc_text
 
 
@@ -135,14 +135,7 @@ def pitr_keep(
                 if b.stopped_at > start:
                     reasons.setdefault(b.backup_id, f"PITR ({label}): {names} cannot be read")
         for tli in sorted(set(state.segments) | set(state.history_files)):
-            found = []
-            for b in mine:
-                try:
-                    path = timeline_path(b, tli, state)
-                except PitrRefused:
-                    continue
-                found.append((b, window(b, path, state)))
-            for b in _needed(found, start):
+            for b in _needed(reaching(mine, tli, state), start):
                 reasons.setdefault(
                     b.backup_id,
                     f"PITR ({label}): reaches timeline {tli} from {utc_text(start)} on",

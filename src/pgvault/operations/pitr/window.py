@@ -25,12 +25,10 @@ from .plan import (
     SOURCE_TYPE,
     ArchiveState,
     BaseBackup,
-    PitrRefused,
     base_backups,
     load_state,
-    timeline_path,
+    reaching,
 )
-from .plan import window as backup_window
 from .targets import utc_text
 
 if TYPE_CHECKING:
@@ -144,13 +142,7 @@ def timeline_windows(
         state = states[cluster]
         timelines = sorted(set(state.segments) | set(state.history_files))
         for tli in timelines:
-            found = []
-            for b in mine:
-                try:
-                    path = timeline_path(b, tli, state)
-                except PitrRefused:
-                    continue
-                found.append((b, backup_window(b, path, state)))
+            found = reaching(mine, tli, state)
             if found:
                 out.append(TimelineWindow(cluster, tli, _merge(found)))
     return out
