@@ -25,6 +25,7 @@ again, and test refusals without replay (the plan is checked before a byte is wr
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -121,7 +122,15 @@ def pitr_copy(pitr_rig: tuple[WalRig, Story]) -> Iterator[WalRig]:
     restored postgresql.auto.conf): point it at the copy's config before starting it.
     """
     rig, _ = pitr_rig
-    folder = postgres_folder("pgvault-pitr-copy-")
+    with vault_copy(rig, "pgvault-pitr-copy-") as copy:
+        yield copy
+
+
+@contextlib.contextmanager
+def vault_copy(rig: WalRig, prefix: str) -> Iterator[WalRig]:
+    """A rig over a private copy of ``rig``'s vault and key in a new postgres-owned folder
+    named ``prefix…`` (its own spool and config; the same source cluster), removed after."""
+    folder = postgres_folder(prefix)
     try:
         shutil.copytree(rig.vault, folder / "vault")
         shutil.copy2(rig.key, folder / "wal.key")

@@ -34,7 +34,7 @@ from pgvault.settings import RetentionPolicy
 from pgvault.units import Duration
 from tests.basebackup_rig import basebackup_config
 from tests.conftest import pgvault_cli
-from tests.operations.pitr.conftest import cleanup, restore_to, rows, wait_archived
+from tests.operations.pitr.conftest import cleanup, restore_to, rows, vault_copy, wait_archived
 from tests.wal.conftest import WalRig, chown_postgres, postgres_folder, set_archive_command
 
 
@@ -137,16 +137,8 @@ def promoted(pgvault_for_postgres: list[str]) -> Iterator[Promoted]:
 def copy_of(story: Promoted, name: str) -> Iterator[WalRig]:
     """A rig over a private copy of the module's vault (its own folder, spool and config), to
     damage or prune."""
-    rig = story.rig
-    folder = postgres_folder(f"pgvault-tli-{name}-")
-    try:
-        shutil.copytree(rig.vault, folder / "vault")
-        shutil.copy2(rig.key, folder / "wal.key")
-        (folder / "wal.key").chmod(0o600)
-        chown_postgres(folder, tree=True)
-        yield WalRig(rig.cluster, folder, rig.command, None, {}, encrypt=True)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with vault_copy(story.rig, f"pgvault-tli-{name}-") as copy:
+        yield copy
 
 
 def test_a_timeline_created_after_the_backup_reaches_the_rows_written_after_promotion(
