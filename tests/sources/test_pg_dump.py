@@ -301,19 +301,21 @@ def _pg_dump_pids(port: int) -> list[int]:
     return pids
 
 
+def kill_pg_dumps(port: int) -> None:
+    """SIGKILL every pg_dump connected to ``port`` (at least one must be running)."""
+    pids = _pg_dump_pids(port)
+    assert pids, "pg_dump process not found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_pg_dump_killed_mid_stream_fails_and_leaves_nothing(
     big_cluster: PostgresCluster, make_config: ConfigMaker
 ) -> None:
     """A pg_dump killed mid-stream (OOM killer, operator) fails the run naming the signal."""
     config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": big_cluster.dsn("big")}))
 
-    def kill() -> None:
-        pids = _pg_dump_pids(big_cluster.port)
-        assert pids, "pg_dump process not found"
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-
-    error = run_gated(config, kill)
+    error = run_gated(config, lambda: kill_pg_dumps(big_cluster.port))
     assert isinstance(error, pgvault.SourceError)
     assert "pg_dump was killed by SIGKILL" in str(error)
     assert_nothing_left(config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,12 @@ import pgvault
 from pgvault.testing import PostgresCluster
 from pgvault.vault.parts import part_names, part_view
 from tests.conftest import pgvault_cli, toml_value
-from tests.sources.test_pg_dump import _pg_dump_pids, assert_nothing_left, run_gated
+from tests.sources.test_pg_dump import (
+    _pg_dump_pids,
+    assert_nothing_left,
+    kill_pg_dumps,
+    run_gated,
+)
 
 DB = "set_app"
 BIG = "set_big"
@@ -174,13 +178,7 @@ def test_killed_pg_dump_fails_the_whole_set(big_db: str, tmp_path: Path) -> None
     config = pgvault.load_config(_three(tmp_path, big_db))
     port = int(big_db.rsplit(":", 1)[1].split("/")[0])
 
-    def kill() -> None:
-        pids = _pg_dump_pids(port)
-        assert pids, "pg_dump process not found"
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-
-    error = run_gated(config, kill)
+    error = run_gated(config, lambda: kill_pg_dumps(port))
     assert isinstance(error, pgvault.SourceError)
     assert "pg_dump was killed by SIGKILL" in str(error)
     assert_nothing_left(config)
