@@ -49,7 +49,7 @@ from typing import Any
 import attrs
 
 from benchmarks import wal as walb
-from benchmarks.measure import Sample, compile_bytecode, run, summarize
+from benchmarks.measure import Sample, compile_bytecode, load_summary, run, summarize
 from pgvault.postgres.cluster import PostgresCluster, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,12 +392,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
         "pgbackrest": version,
         "backups": backups,
         "restores": restores,
-        "load_average": {
-            "min": round(min(loads), 2),
-            "median": round(statistics.median(loads), 2),
-            "max": round(max(loads), 2),
-            "cores": os.cpu_count(),
-        },
+        "load_average": load_summary(loads),
     }
 
 

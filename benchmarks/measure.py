@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -120,3 +121,13 @@ def summarize(name: str, samples: list[Sample]) -> Result:
         output_bytes=samples[-1].output_bytes,
         reps=len(samples),
     )
+
+
+def load_summary(samples: list[float]) -> dict[str, Any]:
+    """The 1-minute load averages sampled during a run, as every result file records them."""
+    return {
+        "min": round(min(samples), 2),
+        "median": round(statistics.median(samples), 2),
+        "max": round(max(samples), 2),
+        "cores": os.cpu_count(),
+    }

@@ -32,7 +32,6 @@ import json
 import os
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -45,7 +44,7 @@ from typing import Any
 import attrs
 
 from benchmarks import dataset
-from benchmarks.measure import Result, Sample, compile_bytecode, run, summarize
+from benchmarks.measure import Result, Sample, compile_bytecode, load_summary, run, summarize
 from benchmarks.pipelines import write_config
 from pgvault.postgres.cluster import PostgresCluster
 
@@ -78,12 +77,7 @@ def load_watch() -> Iterator[dict[str, Any]]:
     finally:
         stop.set()
         samples.append(os.getloadavg()[0])
-        out.update(
-            min=round(min(samples), 2),
-            median=round(statistics.median(samples), 2),
-            max=round(max(samples), 2),
-            cores=os.cpu_count(),
-        )
+        out.update(load_summary(samples))
 
 
 @attrs.frozen

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pgvault
-from benchmarks.measure import compile_bytecode
+from benchmarks.measure import compile_bytecode, load_summary
 from pgvault.postgres.cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -569,12 +569,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
         "peers": versions,
         "archive": results,
         **extra,
-        "load_average": {
-            "min": round(min(loads), 2),
-            "median": round(statistics.median(loads), 2),
-            "max": round(max(loads), 2),
-            "cores": os.cpu_count(),
-        },
+        "load_average": load_summary(loads),
     }
 
 
