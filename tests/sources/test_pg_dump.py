@@ -100,9 +100,11 @@ def test_manifest_records_the_database(
     assert tables["public", "users"] == {
         "schema": "public",
         "name": "users",
+        "bytes": tables["public", "users"]["bytes"],
         "rows": 3000,
         "exact": True,
     }
+    assert tables["public", "users"]["bytes"] > 3000 * 8  # the table's size on disk
     assert tables["sales", "orders"]["rows"] == 5000 and tables["sales", "orders"]["exact"]
     assert tables["public", 'Weird "Name"']["exact"] is False
     assert src["globals"] == {"artifact": "globals.sql", "role_passwords": False}

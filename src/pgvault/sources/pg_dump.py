@@ -218,7 +218,8 @@ class _Table:
 def _table_record(
     table: _Table, exact_rows: int | None, partitions: Sequence[_Table] = ()
 ) -> dict[str, Any]:
-    """A table's entry in the manifest: its exact row count, or the estimates restore checks.
+    """A table's entry in the manifest: its size in ``bytes``; its exact row count, or the
+    estimates restore checks.
 
     A partitioned table's says so (``partitioned``) and lists its direct ``partitions``; a
     partition's names its parent (``partition_of``): restore counts a partitioned table's rows
@@ -226,6 +227,9 @@ def _table_record(
     tables, partitions among them.
     """
     record: dict[str, Any] = {"schema": table.schema, "name": table.name}
+    # Its size on disk (pg_total_relation_size; 0 for a partitioned table): what a parallel
+    # restore deals its data by, as the split dump does here.
+    record["bytes"] = table.size
     if exact_rows is not None:
         record.update(rows=exact_rows, exact=True)
     else:

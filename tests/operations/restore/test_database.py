@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from datetime import timedelta
@@ -12,7 +11,6 @@ import pytest
 
 import pgvault
 from pgvault.operations.restore import validation as restore_validation
-from pgvault.postgres.archive import OFFSET_SET, read_toc
 from pgvault.testing import PostgresCluster
 from tests.conftest import pgvault_cli, snapshot_database
 
@@ -127,35 +125,6 @@ def test_partial_restore_of_one_table(
     assert tables == [("sales", "orders")]
     assert pg_cluster.execute("SELECT count(*) FROM sales.orders", "scratch") == [(5000,)]
     pg_cluster.drop_database("scratch")
-
-
-def test_parallel_restore_gives_pg_restore_the_data_offsets(
-    pg_cluster: PostgresCluster,
-    rich_db: str,
-    make_config: ConfigMaker,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """--jobs 2 from a single archive fills the work file's data offsets before pg_restore
-    reads it, and restores."""
-    config = pgvault.load_config(make_config({"type": "pg_dump", "dsn": pg_cluster.dsn(rich_db)}))
-    pgvault.run(config)
-    restore_module = importlib.import_module("pgvault.operations.restore.loading")
-    fill = restore_module.fill_data_offsets
-    work_files: list[tuple[bool, set[int]]] = []
-
-    def watched(path: Path) -> bool:
-        filled = fill(path)
-        work_files.append((filled, {e.offset_state for e in read_toc(path).entries if e.has_data}))
-        return filled
-
-    monkeypatch.setattr(restore_module, "fill_data_offsets", watched)
-    target = "offsets_filled"
-    pg_cluster.drop_database(target)
-    pgvault.restore(config, "latest", target_db=target, jobs=2, work_dir=tmp_path)
-    assert work_files == [(True, {OFFSET_SET})]
-    assert snapshot_database(pg_cluster, target) == snapshot_database(pg_cluster, rich_db)
-    pg_cluster.drop_database(target)
 
 
 def test_list_prints_the_table_of_contents(config: pgvault.PipelineConfig) -> None:

@@ -81,14 +81,16 @@ def test_hard_corners_restore_into_a_new_database_is_faithful(
         drop_restored(cluster, "hc_copy")
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
 def test_hard_corners_restore_onto_a_bare_cluster_is_faithful(
     hard_corners_db: HardCorners,
     hc_backup: tuple[pgvault.PipelineConfig, pgvault.Manifest],
     pg_cluster_factory: Callable[..., PostgresCluster],
+    jobs: int,
 ) -> None:
     """On a freshly initdb'd cluster, the restore creates the missing application roles (with
     their memberships, settings and comments) and nothing else, maps the tablespace, and the
-    database dumps identically to the source and keeps its own properties."""
+    database dumps identically to the source and keeps its own properties (in parallel too)."""
     cluster = hard_corners_db.cluster
     config, manifest = hc_backup
     bare = pg_cluster_factory()
@@ -101,6 +103,7 @@ def test_hard_corners_restore_onto_a_bare_cluster_is_faithful(
             dsn=bare.dsn(),
             tablespace_map={HC_TABLESPACE: "hc_ts_new"},
             subscriptions=True,
+            jobs=jobs,
         )
         assert result.validation is not None and result.validation.ok
         assert sorted(result.created_roles) == sorted(HC_ROLES)

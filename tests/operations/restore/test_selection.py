@@ -314,7 +314,9 @@ def test_a_foreign_key_to_an_unselected_table_is_left_out_and_named(
     ), result.warnings
 
 
-@pytest.mark.parametrize(("layout", "jobs"), [("tar", 1), ("split", 1), ("split", 2)])
+@pytest.mark.parametrize(
+    ("layout", "jobs"), [("tar", 1), ("split", 1), ("split", 2), ("custom", 2)]
+)
 def test_partial_restores_of_tar_and_split_dumps(
     pg_cluster: PostgresCluster,
     backups: dict[str, pgvault.PipelineConfig],
@@ -322,7 +324,8 @@ def test_partial_restores_of_tar_and_split_dumps(
     layout: str,
     jobs: int,
 ) -> None:
-    """Tar archives and split dumps (data in several archives) restore the same selection."""
+    """Tar archives, split dumps (data in several archives) and a single archive in parallel
+    (data in shares) restore the same selection."""
     pgvault.restore(
         backups[layout],
         target_db=target,

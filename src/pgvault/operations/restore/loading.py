@@ -19,9 +19,10 @@ import attrs
 
 from pgvault.exceptions import ArchiveFormatError, RestoreError
 from pgvault.operations.restore.options import RestoreOptions
-from pgvault.operations.restore.selection import RestorePlan, plan_restore
+from pgvault.operations.restore.overlap import data_shares, restore_overlapped, table_weights
+from pgvault.operations.restore.selection import RestorePlan, listing, plan_restore
 from pgvault.operations.restore.target import DatabaseTarget
-from pgvault.postgres.archive import ArchiveToc, fill_data_offsets, map_tablespaces, read_toc_stream
+from pgvault.postgres.archive import ArchiveToc, map_tablespaces, read_toc_stream
 from pgvault.postgres.client import exit_description, find_binary, pipe_into, quote_ident
 from pgvault.sources.pg_dump import server_major
 from pgvault.transforms.api import DecodeContext
@@ -166,7 +167,26 @@ def restore_archives(
             if text == "":
                 continue  # a partial restore needs nothing from this data archive
             parts.append((part.path, [*base, *_use_list(Path(lists) / f"data-{i}.list", text)]))
-        _restore_pg_archives(main.path, main_base, parts, fmt, opts, stream, env, manifest)
+        shares: list[list[str]] | None = None
+        if opts.jobs > 1 and fmt == "custom" and not data_parts and plans is not None:
+            shares = _data_shares(plans, manifest, opts.jobs, base, Path(lists))
+        _restore_pg_archives(main.path, main_base, parts, fmt, opts, stream, env, manifest, shares)
+
+
+def _data_shares(
+    plans: Plans, manifest: Manifest, jobs: int, base: list[str], lists: Path
+) -> list[list[str]] | None:
+    """pg_restore's argv for each share of a single archive's data (see :mod:`.overlap`), None
+    when the archive's TOC is unknown."""
+    if plans.main_toc is None:
+        return None
+    selected = plans.main.entries if plans.main_list() is not None else None
+    weights = table_weights(manifest.source)
+    shares = data_shares(plans.main_toc, selected, weights, jobs)
+    return [
+        [*base, "--section=data", *_use_list(lists / f"share-{k}.list", listing(share))]
+        for k, share in enumerate(shares)
+    ]
 
 
 def _use_list(path: Path, text: str | None) -> list[str]:
@@ -186,9 +206,11 @@ def _restore_pg_archives(
     stream: Callable[[str], Iterator[bytes]],
     env: dict[str, str],
     manifest: Manifest,
+    shares: list[list[str]] | None = None,
 ) -> None:
     """Run pg_restore on the main archive (flags ``base``) and the data archives ``parts``
-    (path and flags each), in sections and in parallel as ``opts.jobs`` allows."""
+    (path and flags each), in sections and in parallel as ``opts.jobs`` allows (a single
+    archive's data by ``shares``, the argv of each data process, when known)."""
     split = any(a.role == "data" for a in manifest.artifacts)
     main_size = next(a.raw_size for a in manifest.artifacts if a.role == "main")
     if split and opts.jobs > 1:
@@ -198,8 +220,8 @@ def _restore_pg_archives(
         with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
             _run_tool([*base, "--section=pre-data"], _copied(stream(main), handle), env)
             handle.close()
-            # No data offsets filled in here (see _fill_data_offsets): pg_restore reads this
-            # file's data in one pass, and its post-data needs none, so filling them only costs.
+            # No data offsets filled in: pg_restore reads this file's data in one pass, and its
+            # post-data needs none.
             main_data = ([*base, "--section=data", str(path)], _NONE)
             loads = [(argv, stream(p)) for p, argv in parts]
             _run_concurrently([main_data, *loads], opts.jobs, env)
@@ -215,13 +237,22 @@ def _restore_pg_archives(
         _run_tool([*base, "--section=post-data"], stream(main), env)
         return
 
+    if opts.jobs > 1 and fmt == "custom" and shares is not None:
+        # The work file pg_restore --jobs needs for its post-data is written while the schema,
+        # then the data in shares, load from it as it grows (see .overlap).
+        with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
+            pre = [*base, "--section=pre-data"]
+            post = [*base, "--section=post-data", f"--jobs={opts.jobs}", str(path)]
+            restore_overlapped(pre, shares, stream(main), handle, path, env)
+            _run_tool(post, _NONE, env)
+        return
+
     if opts.jobs > 1 and fmt == "custom":
-        # pg_restore can only work in parallel on a seekable file.
+        # An archive whose TOC pgvault cannot read: pg_restore --jobs on the whole file.
         with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
             for chunk in stream(main):
                 handle.write(chunk)
             handle.close()
-            _fill_data_offsets(path)
             _run_tool([*base, f"--jobs={opts.jobs}", str(path)], _NONE, env)
         return
 
@@ -291,18 +322,3 @@ def _free_space(work_dir: Path | None, size: int, manifest: Manifest) -> Path:
             f"{manifest.backup_id} needs about {needed >> 20} MiB"
         )
     return folder
-
-
-def _fill_data_offsets(path: Path) -> None:
-    """Give the work file the data offsets pg_dump could not write to its pipe: pg_restore
-    --jobs workers then seek to their tables' data instead of each scanning the file for it.
-
-    Measured on the 1.37 GB benchmark dataset, restore --jobs 2 from a single archive took
-    9.99 s with the offsets filled against 10.48 s without (medians of 3, alternating).
-    """
-    try:
-        filled = fill_data_offsets(path)
-    except OSError as exc:  # a failed write may have left the file half patched
-        raise RestoreError(f"cannot update the work file {path}: {exc}") from exc
-    if not filled:
-        log.debug("work file %s keeps its table of contents: pg_restore will scan it", path)

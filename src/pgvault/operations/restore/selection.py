@@ -213,7 +213,7 @@ class RestorePlan:
     def use_list(self, toc: ArchiveToc) -> str:
         """A pg_restore ``--use-list`` for the main archive ``toc``, in the archive's order
         (pg_restore restores a list in its own order)."""
-        return _listing(e for e in toc.entries if e.dump_id in self.entries)
+        return listing(e for e in toc.entries if e.dump_id in self.entries)
 
     def data_use_list(self, toc: ArchiveToc) -> str | None:
         """A ``--use-list`` for a data-only archive of a split dump: the data of the restored
@@ -226,10 +226,11 @@ class RestorePlan:
         }
         if not wanted:
             return None
-        return _listing(e for e in toc.entries if e.desc in SESSION or e.dump_id in wanted)
+        return listing(e for e in toc.entries if e.desc in SESSION or e.dump_id in wanted)
 
 
-def _listing(entries: Iterable[TocEntry]) -> str:
+def listing(entries: Iterable[TocEntry]) -> str:
+    """A pg_restore ``--use-list`` of ``entries``, in the order given."""
     # pg_restore reads the number before ';' and ignores the rest: the comment is for people.
     lines = []
     for e in entries:

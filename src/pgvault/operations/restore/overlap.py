@@ -1,0 +1,329 @@
+"""The parallel restore of a single custom-format archive, loaded while it is still decoded.
+
+``pg_restore --jobs`` needs a seekable file, and a vault gives a stream: the archive is decoded
+into a work file. Waiting for the whole file before loading anything leaves pg_restore idle for
+the decode, so instead one thread writes the file and says how far it has got, and pg_restore
+runs in three steps that follow it:
+
+* ``--section=pre-data`` as soon as the header and TOC are written, fed through a pipe;
+* then ``jobs`` processes of ``--section=data``, each with a ``--use-list`` of a share of the
+  archive's data, each fed the growing file from its start through its own pipe. Reading a pipe,
+  pg_restore cannot go back, so each list keeps the archive's order, and it skips the blocks of
+  entries its list leaves out (checked against pg_restore 15: ``_PrintTocData`` reads block
+  headers on until it finds the one it wants);
+* once the file is whole, ``--section=post-data --jobs`` from the file: indexes and constraints
+  read no data, so the data offsets pg_dump could not write to its pipe are not needed.
+
+Shares are dealt by the sizes the backup recorded for each table (``bytes``, else ``rows``), so
+that one dominant table gets a process to itself while the others take the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from pgvault.exceptions import IntegrityError, PgVaultError, RestoreError, TransformError
+from pgvault.operations.restore.selection import SESSION
+from pgvault.postgres.archive import ArchiveToc, TocEntry
+from pgvault.postgres.client import child_env, exit_description
+
+_FEED_STEP = 8 << 20
+"""At most this many bytes per ``sendfile``: a feeder that is told to stop does so soon."""
+_STDERR_TAIL = 256 * 1024
+
+
+def data_shares(
+    toc: ArchiveToc,
+    selected: frozenset[int] | None,
+    weights: Mapping[tuple[str, str], int],
+    jobs: int,
+) -> list[list[TocEntry]]:
+    """Deal the archive's entries (those in ``selected``, or all) into at most ``jobs`` lists for
+    ``pg_restore --section=data``, each in the archive's order.
+
+    Every entry that has a data block goes to exactly one list, the heaviest first to the
+    lightest list (``weights`` by ``(schema, table)``; an entry without a figure weighs the
+    average of those with one). Entries without data (``SEQUENCE SET`` …; pg_restore leaves the
+    other sections' out itself) go to the first list only, so each runs once. Lists beyond the
+    first that get no data are left out.
+    """
+    entries = [e for e in toc.entries if selected is None or e.dump_id in selected]
+    blocks = [e for e in entries if e.has_data]
+    known = [weights[(e.namespace, e.tag)] for e in blocks if (e.namespace, e.tag) in weights]
+    default = max(1, sum(known) // len(known)) if known else 1
+
+    def weight(e: TocEntry) -> int:
+        return max(1, weights.get((e.namespace, e.tag), default))
+
+    jobs = max(1, min(jobs, len(blocks)))
+    loads = [0] * jobs
+    owner: dict[int, int] = {}
+    # Longest first to the least loaded; ties keep the archive's order (stable sort).
+    for e in sorted(blocks, key=weight, reverse=True):
+        k = loads.index(min(loads))
+        owner[e.dump_id] = k
+        loads[k] += weight(e)
+    shares: list[list[TocEntry]] = [[] for _ in range(jobs)]
+    for e in entries:
+        if e.has_data:
+            shares[owner[e.dump_id]].append(e)
+        elif e.desc in SESSION:
+            for share in shares:
+                share.append(e)
+        else:
+            shares[0].append(e)
+    return shares
+
+
+def table_weights(source: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """Each dumped table's size as a backup's manifest records it (``source["tables"]``): its
+    ``bytes`` where recorded, else its ``rows`` (manifests before ``bytes``)."""
+    out: dict[tuple[str, str], int] = {}
+    for t in source.get("tables", []):
+        figure = t.get("bytes", t.get("rows"))
+        if figure is not None and int(figure) >= 0:
+            out[(str(t["schema"]), str(t["name"]))] = int(figure)
+    return out
+
+
+class _Growing:
+    """A work file that one thread writes while others follow what is written."""
+
+    def __init__(self, path: Path) -> None:
+        self._cond = threading.Condition()
+        self._size = 0
+        self._done = False
+        self._stopped = False
+        self.error: BaseException | None = None
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def write(
+        self, chunks: Iterator[bytes], handle: IO[bytes], on_failure: Callable[[], None]
+    ) -> None:
+        """Write ``chunks`` to ``handle``, publishing each as it is flushed (a thread's body)."""
+        size = 0
+        try:
+            for chunk in chunks:
+                if self._stopped:
+                    break
+                try:
+                    handle.write(chunk)
+                    handle.flush()
+                except OSError as exc:
+                    raise RestoreError(f"cannot write the work file {handle.name}: {exc}") from exc
+                size += len(chunk)
+                with self._cond:
+                    self._size = size
+                    self._cond.notify_all()
+        except BaseException as exc:
+            self.error = exc
+            on_failure()
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # a stream stopped early lets go of its source now
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Make the writer and every feeder stop at their next step."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def feed(self, out: int) -> None:
+        """Copy the file to pipe ``out`` from its start as it grows, until its end, or until the
+        reader closes the pipe (pg_restore has all it needs) or :meth:`stop`."""
+        pos = 0
+        while True:
+            with self._cond:
+                while pos >= self._size and not self._done and not self._stopped:
+                    self._cond.wait()
+                end, done = self._size, self._done
+                if self._stopped or (done and self.error is not None):
+                    return  # the process is being killed: no truncated input to misread
+            if pos >= end and done:
+                return
+            try:
+                while pos < end:
+                    pos += _send(out, self._fd, pos, min(end - pos, _FEED_STEP))
+            except BrokenPipeError:
+                return
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _send(out: int, fd: int, pos: int, count: int) -> int:
+    try:
+        return os.sendfile(out, fd, pos, count)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+    data = os.pread(fd, count, pos)  # a kernel whose sendfile cannot write to a pipe
+    return os.write(out, data)
+
+
+class _Tools:
+    """The pg_restore processes of one restore, so that any of them can be stopped at once."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = child_env(env)
+        self._lock = threading.Lock()
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._feeders: list[threading.Thread] = []
+        self._killed = False
+        self.stopped_by_stream = False
+        """Whether the stream's failure stopped them (and not one of theirs)."""
+
+    def kill(self) -> None:
+        """Kill every process started, and start no more."""
+        with self._lock:
+            self._killed = True
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.kill()
+
+    def stream_failed(self) -> None:
+        """The writer's word that the stream failed: stop everything."""
+        with self._lock:
+            if not self._killed:
+                self.stopped_by_stream = True
+        self.kill()
+
+    def join(self) -> None:
+        """Wait for every feeder (each ends once its process has)."""
+        for t in self._feeders:
+            t.join()
+
+    def run(self, argvs: Sequence[list[str]], growing: _Growing) -> None:
+        """Run each of ``argvs`` at once, each fed the growing file; on the first failure kill
+        the others and raise it."""
+        done: queue.Queue[tuple[int, str]] = queue.Queue()
+        threads = []
+        for argv in argvs:
+            with self._lock:
+                if self._killed:
+                    break
+                try:
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        env=self._env,
+                        bufsize=0,
+                    )
+                except OSError as exc:
+                    raise RestoreError(f"cannot run {argv[0]}: {exc.strerror}") from None
+                self._procs.append(proc)
+            t = threading.Thread(
+                target=self._serve, args=(proc, growing, done), daemon=True, name="pgvault-feed"
+            )
+            t.start()
+            self._feeders.append(t)
+            threads.append((argv, t))
+        failure: RestoreError | None = None
+        for _ in threads:
+            rc, err = done.get()
+            if rc != 0 and failure is None:
+                failure = RestoreError(exit_description(argvs[0][0], rc, err))
+                self.kill()
+        for _argv, t in threads:
+            t.join()
+        if failure is not None:
+            raise failure
+        if self._killed:
+            raise RestoreError("pg_restore was stopped")  # replaced by the reason by the caller
+
+    @staticmethod
+    def _serve(
+        proc: subprocess.Popen[bytes], growing: _Growing, done: queue.Queue[tuple[int, str]]
+    ) -> None:
+        assert proc.stdin is not None and proc.stderr is not None
+        tail = bytearray()
+        stderr = proc.stderr
+
+        def collect() -> None:
+            while chunk := stderr.read(65536):
+                tail.extend(chunk)
+                del tail[:-_STDERR_TAIL]
+
+        reader = threading.Thread(target=collect, daemon=True, name="pgvault-pipe")
+        reader.start()
+        try:
+            with contextlib.suppress(BrokenPipeError):
+                growing.feed(proc.stdin.fileno())
+        except OSError:
+            proc.kill()  # the work file itself failed: the restore stops
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+            rc = proc.wait()
+            reader.join()
+            stderr.close()
+            done.put((rc, tail.decode("utf-8", "replace")))
+
+
+def restore_overlapped(
+    pre: list[str],
+    data: Sequence[list[str]],
+    chunks: Iterator[bytes],
+    handle: IO[bytes],
+    path: Path,
+    env: dict[str, str],
+) -> None:
+    """Decode ``chunks`` into the work file ``handle`` (at ``path``) while ``pre`` (pg_restore's
+    pre-data argv) and then every ``data`` argv read it as it grows; return once the file is
+    whole (and closed) and the data loaded: the post-data reads the file itself.
+
+    A failure of the stream (a damaged artifact) kills the pg_restores and is raised as is; a
+    failure of pg_restore kills the others, then the rest of the stream is still read, so that
+    damage that made pg_restore fail first is reported as damage.
+    """
+    growing = _Growing(path)
+    tools = _Tools(env)
+    writer = threading.Thread(
+        target=growing.write,
+        args=(chunks, handle, tools.stream_failed),
+        daemon=True,
+        name="pgvault-work",
+    )
+    writer.start()
+    try:
+        try:
+            tools.run([pre], growing)
+            tools.run(data, growing)
+        except RestoreError as failure:
+            writer.join()  # to the end of the stream, where its digests are checked
+            damage = growing.error
+            # As raise_if_damaged: damage found in the rest is the news; storage lost while
+            # reading it proves nothing, unless its failure is what stopped pg_restore.
+            if damage is not None and (
+                tools.stopped_by_stream
+                or isinstance(damage, (IntegrityError, TransformError))
+                or not isinstance(damage, PgVaultError)
+            ):
+                raise damage from failure
+            raise
+        writer.join()
+        if growing.error is not None:
+            raise growing.error
+    except BaseException:
+        tools.kill()
+        growing.stop()
+        writer.join()
+        tools.join()
+        raise
+    finally:
+        growing.close()
+    handle.close()
