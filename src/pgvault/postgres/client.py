@@ -169,7 +169,21 @@ def _candidates(name: str, server_major: int | None) -> Iterator[Path]:
 
 
 def tool_version(binary: str) -> str:
-    """The version a client tool reports (``15.20``), or raise SourceError."""
+    """The version a client tool reports (``15.20``), or raise SourceError.
+
+    Asked once per binary and process: a many-database dump starts a run per database, and a
+    ``pg_dump --version`` child for each was a process spawn per database for the same answer.
+    """
+    found = _TOOL_VERSIONS.get(binary)
+    if found is None:
+        found = _TOOL_VERSIONS[binary] = _ask_version(binary)
+    return found
+
+
+_TOOL_VERSIONS: dict[str, str] = {}
+
+
+def _ask_version(binary: str) -> str:
     try:
         out = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, check=True, timeout=30
