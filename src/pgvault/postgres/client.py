@@ -174,13 +174,17 @@ def tool_version(binary: str) -> str:
     Asked once per binary and process: a many-database dump starts a run per database, and a
     ``pg_dump --version`` child for each was a process spawn per database for the same answer.
     """
-    found = _TOOL_VERSIONS.get(binary)
+    try:  # keyed by the file's identity too: a long-lived worker may outlive an upgrade
+        key = (binary, Path(binary).stat().st_mtime_ns)
+    except OSError:
+        return _ask_version(binary)  # which names the binary that cannot run
+    found = _TOOL_VERSIONS.get(key)
     if found is None:
-        found = _TOOL_VERSIONS[binary] = _ask_version(binary)
+        found = _TOOL_VERSIONS[key] = _ask_version(binary)
     return found
 
 
-_TOOL_VERSIONS: dict[str, str] = {}
+_TOOL_VERSIONS: dict[tuple[str, int], str] = {}
 
 
 def _ask_version(binary: str) -> str:
