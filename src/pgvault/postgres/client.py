@@ -6,6 +6,7 @@ moved into the child's ``PGPASSWORD``. Children are identified to the server as 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -294,6 +295,7 @@ def pipe_into(
         raise SourceError(f"cannot run {argv[0]}: {exc.strerror}") from None
     assert proc.stdin is not None
     stdin = proc.stdin
+    widen_pipe(stdin.fileno())
     out = _Collector(proc.stdout, keep_all=keep_stdout)
     err = _Collector(proc.stderr)
     try:
@@ -314,3 +316,23 @@ def pipe_into(
 
 
 _first_line = first_line  # its private name, for code not yet updated (other branches)
+
+
+PIPE_CAPACITY = 1 << 20
+"""What :func:`widen_pipe` asks for: one chunk (``sources.api.CHUNK_SIZE``) at a time."""
+
+_F_SETPIPE_SZ = 1031  # Linux's fcntl command (not in Python's fcntl module before 3.10 on all)
+
+
+def widen_pipe(fd: int) -> None:
+    """Ask Linux for a pipe of :data:`PIPE_CAPACITY` on ``fd``, silently keeping the default
+    (64 KiB) where the system refuses (other systems, a lowered ``pipe-max-size``).
+
+    A client tool writes its archive in small pieces: with the default capacity a reader wakes
+    for each of them; with 1 MiB it finds many at a time. Reading ``pg_dump -Fc -Z0`` of a
+    181 MB table cost 0.13-0.16 CPU-s against 0.20-0.22 s (measured beside each other).
+    """
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_CAPACITY)
