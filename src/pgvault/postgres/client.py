@@ -293,6 +293,3 @@ def pipe_into(
         raise
     rc = proc.wait()
     return rc, out.text(), err.text()
-
-
-_first_line = first_line  # its private name, for code not yet updated (other branches)
