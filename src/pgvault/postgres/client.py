@@ -169,7 +169,25 @@ def _candidates(name: str, server_major: int | None) -> Iterator[Path]:
 
 
 def tool_version(binary: str) -> str:
-    """The version a client tool reports (``15.20``), or raise SourceError."""
+    """The version a client tool reports (``15.20``), or raise SourceError.
+
+    Asked once per binary and process: a many-database dump starts a run per database, and a
+    ``pg_dump --version`` child for each was a process spawn per database for the same answer.
+    """
+    try:  # keyed by the file's identity too: a long-lived worker may outlive an upgrade
+        key = (binary, Path(binary).stat().st_mtime_ns)
+    except OSError:
+        return _ask_version(binary)  # which names the binary that cannot run
+    found = _TOOL_VERSIONS.get(key)
+    if found is None:
+        found = _TOOL_VERSIONS[key] = _ask_version(binary)
+    return found
+
+
+_TOOL_VERSIONS: dict[tuple[str, int], str] = {}
+
+
+def _ask_version(binary: str) -> str:
     try:
         out = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, check=True, timeout=30
