@@ -315,13 +315,8 @@ def pipe_into(
     return rc, out.text(), err.text()
 
 
-_first_line = first_line  # its private name, for code not yet updated (other branches)
-
-
 PIPE_CAPACITY = 1 << 20
 """What :func:`widen_pipe` asks for: one chunk (``sources.api.CHUNK_SIZE``) at a time."""
-
-_F_SETPIPE_SZ = 1031  # Linux's fcntl command (not in Python's fcntl module before 3.10 on all)
 
 
 def widen_pipe(fd: int) -> None:
@@ -334,5 +329,7 @@ def widen_pipe(fd: int) -> None:
     """
     import fcntl
 
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_CAPACITY)
+    command = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if command is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, command, PIPE_CAPACITY)
