@@ -2,7 +2,7 @@
 
     python -m benchmarks.scaling [--part datasets,scaling,many] [--size-gb 0.4] [--reps 3]
         [--sizes 0.25,1,4] [--tables 10,1000,10000] [--tables-gb 0.2]
-        [--databases 100] [--database-mb 10] [--jobs 2]
+        [--databases 100] [--database-mb 10] [--jobs 2] [--backups 100]
 
 Three parts, each on a throwaway cluster of its own, each writing its results to
 ``benchmarks/results/<part>.json`` (``python -m benchmarks.run`` puts them in docs/benchmarks.md):
@@ -20,6 +20,10 @@ Three parts, each on a throwaway cluster of its own, each writing its results to
   ``-Z0`` because compressing twice would make the loop slower than the script users write).
   When the installed pgvault has no all-databases source, the shell side is measured alone and the
   results say so.
+* ``fixed``: what a command costs when there is no data: ``pgvault run`` of an empty database
+  (plain, and zstd-3 + aes-256-gcm), ``pgvault list`` and ``pgvault show latest`` of a vault of
+  ``--backups`` real backups, beside ``python3 -c pass`` and ``pg_dump -Fc`` of the same
+  database.
 
 Wall times on a shared machine are noise; CPU seconds (process tree) and peak RSS hold under
 load, so every result carries the load average while it was measured.
@@ -50,7 +54,7 @@ from pgvault.postgres.cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-PARTS = ("datasets", "scaling", "many")
+PARTS = ("datasets", "scaling", "many", "fixed")
 LIMIT = "pg_dump -Fc -Z0 > /dev/null"
 PIPELINE = "pg_dump -Fc -Z0 | zstd -3 | openssl aes-256-ctr | tee >(sha256sum) > file"
 PGVAULT = "pgvault run (zstd-3 + aes-256-gcm)"
@@ -267,6 +271,57 @@ def many(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def fixed(args: argparse.Namespace) -> dict[str, Any]:
+    """Fixed costs: commands that move no data, ``--backups`` backups in the vault listed."""
+    with bench() as b, load_watch() as load:
+        b.cluster.create_database("empty")
+        py = shlex.quote(sys.executable)
+        plain = b.pgvault_config("fixed_plain", "empty", encrypt=False)
+        sealed = b.pgvault_config("fixed_sealed", "empty")
+        for _ in range(args.backups):  # real backups: list reads each one's manifest
+            run([f"{py} -m pgvault run -q {plain} > /dev/null"], shell=True)
+        log(f"{args.backups} backups in the vault")
+        commands = {
+            "python3 -c pass (interpreter start)": f"{py} -c pass",
+            "pg_dump -Fc (empty database) > /dev/null": f"{b.pg_dump} -Fc {b.conn('empty')}"
+            " > /dev/null",
+            "pgvault run (empty database, no transforms)": f"{py} -m pgvault run -q {plain}"
+            " > /dev/null",
+            "pgvault run (empty database, zstd-3 + aes-256-gcm)": f"{py} -m pgvault run -q "
+            f"{sealed} > /dev/null",
+            f"pgvault list ({args.backups}+ backups)": f"{py} -m pgvault list {plain} > /dev/null",
+            "pgvault show latest": f"{py} -m pgvault show {plain} latest > /dev/null",
+        }
+        results = compare(commands, args.reps_fixed, "fixed")
+    return {
+        "backups": args.backups,
+        "reps": args.reps_fixed,
+        "results": [attrs.asdict(r) for r in results],
+        "load_average": load,
+    }
+
+
+def fixed_lines(data: dict[str, Any]) -> list[str]:
+    """The fixed-costs table."""
+    lines = [
+        "## Fixed costs (no data to move)",
+        "",
+        "Measured by `python -m benchmarks.scaling --part fixed` "
+        f"({data['reps']} alternating repetitions, medians; {_load_text(data['load_average'])}"
+        f"; local sink; the vault holds {data['backups']} backups of an empty database, and "
+        "every `run` adds one). Target: well under 0.5 s of wall time for an empty backup and "
+        "for `list`.",
+        "",
+        "| command | wall (s) | CPU (s) | peak RSS (MB) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in data["results"]:
+        lines.append(
+            f"| {_esc(r['name'])} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['max_rss_mb']:.0f} |"
+        )
+    return lines
+
+
 def _load_text(load: dict[str, Any]) -> str:
     return (
         f"load average {load['min']}–{load['max']} (median {load['median']}) on "
@@ -458,7 +513,13 @@ def many_lines(data: dict[str, Any]) -> list[str]:
 def report_lines(svg_path: Path) -> list[str]:
     """Sections for every saved part's results; writes the scaling chart beside the report."""
     lines: list[str] = []
-    for part, render in (("datasets", dataset_lines), ("scaling", None), ("many", many_lines)):
+    renders = (
+        ("datasets", dataset_lines),
+        ("scaling", None),
+        ("many", many_lines),
+        ("fixed", fixed_lines),
+    )
+    for part, render in renders:
         path = RESULTS / f"{part}.json"
         if not path.exists():
             continue
@@ -475,6 +536,7 @@ PART_RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "datasets": datasets,
     "scaling": scaling,
     "many": many,
+    "fixed": fixed,
 }
 
 
@@ -487,6 +549,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--databases", type=int, default=100)
     parser.add_argument("--database-mb", type=float, default=10)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--backups", type=int, default=100, help="backups listed by `fixed`")
+    parser.add_argument("--reps-fixed", type=int, default=10, help="repetitions of `fixed`")
 
 
 def measure_parts(parts: list[str], args: argparse.Namespace) -> None:

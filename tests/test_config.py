@@ -154,6 +154,36 @@ def test_missing_sections_and_files(tmp_path: Path) -> None:
     )
 
 
+SINK = '[sink]\ntype = "local"\npath = "vault"\n'
+SOURCE = '[source]\ntype = "files"\npaths = ["."]\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"source = 5\n{SINK}", "source: expected a [source] table or [[source]] tables"),
+        (f"source = []\n{SINK}", "source: expected at least one [[source]] table"),
+        (f"source = [1]\n{SINK}", "source[0]: expected a table"),
+        (SOURCE, "sink: missing [sink] table"),
+        (f'sink = "x"\n{SOURCE}', "sink: expected a [sink] table or [[sink]] tables"),
+        (f"sink = []\n{SOURCE}", "sink: expected at least one [[sink]] table"),
+        (f'sink = [{{type = "local", path = "a"}}, 2]\n{SOURCE}', "sink[1]: expected a table"),
+        (f"transform = 5\n{SOURCE}{SINK}", "transform: expected a [transform] table or [[t"),
+        (f'transform = [{{type = "gzip"}}, 1]\n{SOURCE}{SINK}', "transform[1]: expected a table"),
+        (f"{SOURCE}{SINK}[transform]\nlevel = 1\n", "transform[0].type: missing 'type'"),
+        (f'notify = "x"\n{SOURCE}{SINK}', "notify: expected a [notify] table or [[notify]] t"),
+        (f"notify = [1]\n{SOURCE}{SINK}", "notify[0]: expected a table"),
+        (f"{SOURCE}{SINK}[notify]\nurl = 1\n", "notify[0].type: missing 'type'"),
+        (f"{SOURCE}[sink]\npath = 1\n", "sink.type: missing 'type'"),
+    ],
+)
+def test_list_of_tables_mistakes_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    """[[source]], [[sink]], [[transform]] and [[notify]] tables that are not tables, none where
+    one is needed, or a lone table without a type: one line naming the file and the key."""
+    message = error_of(tmp_path, 'name = "a"\n' + text)
+    assert message.startswith(f"{tmp_path / 'pipeline.toml'}: {expected}")
+
+
 def test_a_missing_extra_names_the_pip_command(tmp_path: Path) -> None:
     """A sink whose optional dependency is not installed says which extra to install.
 

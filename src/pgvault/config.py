@@ -122,23 +122,16 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Pipeli
 
     source = _source(data, where, base)
     destinations = parse_destinations(
-        data.get("sink"),
+        _tables(data, "sink", where, required=True, lone="sink"),
         where,
         lambda table, key: typing.cast(Sink, _build("sink", table, where, key, base)),
         lambda cls, table, key: structure(cls, table, where=where, key=key, base=base),
     )
 
-    raw_transforms = data.get("transform", [])
-    if isinstance(raw_transforms, dict):
-        raw_transforms = [raw_transforms]
-    if not isinstance(raw_transforms, list):
-        raise ConfigError("expected [[transform]] tables", path=where, key="transform")
-    transforms: list[Any] = []
-    for i, table in enumerate(raw_transforms):
-        key = f"transform[{i}]"
-        if not isinstance(table, dict):
-            raise ConfigError("expected a table", path=where, key=key)
-        transforms.append(_build("transform", table, where, key, base))
+    transforms = [
+        _build("transform", table, where, key, base)
+        for key, table in _tables(data, "transform", where)
+    ]
 
     checksums_raw = data.get("checksums", ["sha256"])
     if not isinstance(checksums_raw, list) or not all(isinstance(c, str) for c in checksums_raw):
@@ -206,17 +199,12 @@ _NOT_IN_SETS = {"basebackup": "a base backup restores as a whole cluster, with i
 
 def _source(data: Mapping[str, Any], where: str, base: Path) -> Source:
     """The one ``[source]`` table, or the ``[[source]]`` tables of a backup set."""
-    raw = data.get("source")
-    if not isinstance(raw, list):
-        table = _table(data, "source", where, required=True)
-        return typing.cast(Source, _build("source", table, where, "source", base))
-    if not raw:
-        raise ConfigError("expected at least one [[source]] table", path=where, key="source")
+    tables = _tables(data, "source", where, required=True, lone="source")
+    if not isinstance(data["source"], list):
+        key, table = tables[0]
+        return typing.cast(Source, _build("source", table, where, key, base))
     members: list[Member] = []
-    for i, table in enumerate(raw):
-        key = f"source[{i}]"
-        if not isinstance(table, dict):
-            raise ConfigError("expected a table", path=where, key=key)
+    for key, table in tables:
         name = table.get("name")
         if name is None:
             raise ConfigError(
@@ -255,6 +243,40 @@ def _source(data: Mapping[str, Any], where: str, base: Path) -> Source:
     return SourceSet(tuple(members))
 
 
+def _tables(
+    data: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    required: bool = False,
+    lone: str | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The ``[[key]]`` tables of ``data``, each with the config key its errors name: ``key[i]``.
+
+    A lone ``[key]`` table counts as a list of one, named ``lone`` if given (``[source]`` is
+    ``source``); otherwise ``key[0]``, because other messages (``pgvault schedule``'s,
+    :mod:`pgvault.pipeline_config`'s) call notifiers ``notify[i]`` however they were written.
+    ``required``: at least one table must be there. Anything but tables is a ConfigError.
+    """
+    raw = data.get(key)
+    if raw is None:
+        if required:
+            raise ConfigError(f"missing [{key}] table", path=where, key=key)
+        return []
+    if isinstance(raw, dict):
+        return [(lone or f"{key}[0]", raw)]
+    if not isinstance(raw, list):
+        raise ConfigError(f"expected a [{key}] table or [[{key}]] tables", path=where, key=key)
+    if required and not raw:
+        raise ConfigError(f"expected at least one [[{key}]] table", path=where, key=key)
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for i, table in enumerate(raw):
+        if not isinstance(table, dict):
+            raise ConfigError("expected a table", path=where, key=f"{key}[{i}]")
+        tables.append((f"{key}[{i}]", table))
+    return tables
+
+
 def _table(data: Mapping[str, Any], key: str, where: str, *, required: bool) -> dict[str, Any]:
     value = data.get(key)
     if value is None:
@@ -268,19 +290,12 @@ def _table(data: Mapping[str, Any], key: str, where: str, *, required: bool) -> 
 
 def _notifiers(data: Mapping[str, Any], where: str, base: Path) -> tuple[Notifier, ...]:
     """The ``[[notify]]`` tables, each built as the notifier class its ``type`` names."""
-    raw = data.get("notify", [])
-    if isinstance(raw, dict):
-        raw = [raw]
-    if not isinstance(raw, list):
-        raise ConfigError("expected [[notify]] tables", path=where, key="notify")
-    if not raw:
+    tables = _tables(data, "notify", where)
+    if not tables:
         return ()
     known = notifier_types()
     found: list[Notifier] = []
-    for i, table in enumerate(raw):
-        key = f"notify[{i}]"
-        if not isinstance(table, dict):
-            raise ConfigError("expected a table", path=where, key=key)
+    for key, table in tables:
         type_name = table.get("type")
         if not isinstance(type_name, str):
             raise ConfigError(

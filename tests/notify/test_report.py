@@ -128,7 +128,8 @@ def test_telegram_gets_the_summary_line_alone(
     httpserver: HTTPServer, notify_config: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A report to Telegram is its summary line and the host, not the table."""
-    from pgvault.notify.api import report_event, send_report
+    from pgvault.notify.api import send_report
+    from pgvault.notify.events import report_event
     from pgvault.operations.report.report import build
 
     monkeypatch.setenv("TG_TOKEN", "123456:AAH-secret")

@@ -96,47 +96,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("pin", "keep a backup whatever the retention policy says, until a date or forever")
-    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    _add_backup(p)
     p.add_argument("--until", default="forever", metavar="WHEN", help="date, duration or forever")
     p.add_argument("--note", default="", metavar="TEXT", help="why it is pinned")
 
     p = command("unpin", "remove a backup's pin (retention decides about it again)")
-    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    _add_backup(p)
 
     p = command("export", "write a backup's decoded files and an MD5SUMS into a folder")
-    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    _add_backup(p)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write into")
     p.add_argument("--part", action="append", default=[], metavar="P", help="only this part")
-    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    _add_identity(p)
 
     p = command("cat", "write one decoded artifact to stdout (e.g. | pg_restore -l)")
-    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    _add_backup(p)
     p.add_argument("artifact", help="artifact name, e.g. dump.pgdump (see pgvault show)")
-    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    _add_identity(p)
     # --- end issue 15 (h15b) ----------------------------------------------------------------
 
     p = command("list", "list complete backups, newest first")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("show", "print a backup's manifest")
-    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    _add_backup(p)
     p.add_argument(
         "--parts", action="store_true", help="a backup of parts: one line per part, not the JSON"
     )
 
     p = command("verify", "re-read artifacts and check their digests")
-    p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
+    _add_latest_backup(p)
     p.add_argument("--all", action="store_true", help="verify every complete backup")
     p.add_argument("--deep", action="store_true", help="also decode and check the dump format")
-    p.add_argument(
-        "--archived",
-        choices=("fail", "skip", "thaw"),
-        default="fail",
-        help="with --deep, a backup in an archive class: fail (default), skip the deep check "
+    _add_archived_options(
+        p,
+        "with --deep, a backup in an archive class: fail (default), skip the deep check "
         "(sizes only), or thaw it and check it deep once readable",
     )
-    add_thaw_options(p)
-    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
     p.add_argument("--json", action="store_true", help="print JSON reports")
 
     p = command("restore", "restore a backup into a new database or folder")
@@ -228,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="files backups: also restore symlinks that lead outside --target-dir (e.g. of /etc)",
     )
-    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    _add_identity(p)
     # Several destinations and archive classes (issue 15).
     p.add_argument("--from", dest="source", metavar="SINK", help="read from this destination")
     p.add_argument(
@@ -237,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="with --thaw: wait until it is readable")
     add_thaw_options(p)
     # --- point-in-time recovery (issue 14) ---
-    _add_pitr_restore_arguments(p)
+    add_pitr_restore_arguments(p)
     _add_mark_arguments(command("mark", "create a named restore point and record it"))
     # --- end point-in-time recovery ---
 
@@ -255,16 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = command("drill", "restore a backup somewhere harmless and prove it works")
-    p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
-    p.add_argument(
-        "--archived",
-        choices=("fail", "skip", "thaw"),
-        default="fail",
-        help="a backup in an archive class: fail (default), skip the drill (exit 0), or thaw "
-        "it and drill once readable",
+    _add_latest_backup(p)
+    _add_archived_options(
+        p,
+        "a backup in an archive class: fail (default), skip the drill (exit 0), or thaw it and "
+        "drill once readable",
     )
-    add_thaw_options(p)
-    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
     p.add_argument("--json", action="store_true", help="print the drill result as JSON")
 
     p = command("copy", "copy backups a destination lacks from another (artifacts, then manifest)")
@@ -274,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
     p = command("thaw", "request the retrieval of a backup in an archive storage class")
-    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+    _add_backup(p)
     p.add_argument("--from", dest="source", metavar="SINK", help="destination (default: first)")
     add_thaw_options(p)
     p.add_argument("--status", action="store_true", help="only show where the retrieval stands")
@@ -301,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides [wal] fetch_on_error: abort recovery (exit 200) or report the file "
         "missing (exit 1, for standbys) when the sink fails or an object is damaged",
     )
-    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    _add_identity(p)
 
     p = command("wal-daemon", "push WAL ahead of PostgreSQL's archiver (run it under systemd)")
 
@@ -316,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("wal-check", "check the WAL archive: timelines, ranges, gaps, newest file")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+    _add_identity(p)
     p.add_argument("--no-server", action="store_true", help="do not connect to the server")
 
     p = command("wal-prefetch", "internal: the background prefetcher wal-fetch starts")
@@ -376,6 +368,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_backup(p: argparse.ArgumentParser) -> None:
+    """The one backup a command works on (pin, unpin, export, cat, show, thaw)."""
+    p.add_argument("backup", help="backup id, id prefix, or 'latest'")
+
+
+def _add_latest_backup(p: argparse.ArgumentParser) -> None:
+    """The backup verify and drill check, the newest if none is named."""
+    p.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest' (default)")
+
+
+def _add_identity(p: argparse.ArgumentParser) -> None:
+    """``--identity``, repeatable: the private key files of a command that decrypts."""
+    p.add_argument("--identity", type=Path, action="append", default=[], help="private key file")
+
+
+def _add_archived_options(p: argparse.ArgumentParser, archived_help: str) -> None:
+    """verify's and drill's ``--archived`` (what to do with a backup in an archive class; the
+    help says what skipping means for the command), the thaw options and ``--identity``."""
+    p.add_argument(
+        "--archived", choices=("fail", "skip", "thaw"), default="fail", help=archived_help
+    )
+    add_thaw_options(p)
+    _add_identity(p)
+
+
 def add_thaw_options(p: argparse.ArgumentParser) -> None:
     """``--thaw-days`` and ``--thaw-speed`` (thaw, restore, verify, drill)."""
     p.add_argument(
@@ -389,9 +406,9 @@ def add_thaw_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_pitr_restore_arguments(parser: argparse.ArgumentParser) -> None:
+def add_pitr_restore_arguments(parser: argparse.ArgumentParser) -> None:
     """The point-in-time recovery options of ``pgvault restore`` (issue 14); which of them make
-    a restore one is :data:`pgvault.operations.pitr.cli._TARGET_OPTIONS`."""
+    a restore one is :data:`pgvault.operations.pitr.cli._TARGET_OPTIONS`, read from here."""
     group = parser.add_argument_group(
         "point-in-time recovery (base backups; --target-dir is the new data directory)"
     )

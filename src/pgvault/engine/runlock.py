@@ -383,6 +383,3 @@ def _utc(dt: datetime) -> datetime:
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-_vault_lease = vault_lease  # its private name, for code not yet updated (other branches)

@@ -199,7 +199,7 @@ def _extract(
     context: DecodeContext,
     progress: Progress | None,
 ) -> None:
-    from pgvault.operations.restore.files import ChunkReader as _ChunkReader
+    from pgvault.operations.restore.files import ChunkReader
 
     chunks = vault.decoded(manifest, path, context)
 
@@ -213,7 +213,7 @@ def _extract(
             yield chunk
 
     feed = checked()
-    reader: Any = _ChunkReader(feed)
+    reader: Any = ChunkReader(feed)
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             extractor.extract(tar)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -83,26 +83,17 @@ Structure = Callable[[type, Mapping[str, Any], str], Any]
 
 
 def parse_destinations(
-    raw: object, where: str, build: BuildSink, structure: Structure
+    tables: Sequence[tuple[str, dict[str, Any]]],
+    where: str,
+    build: BuildSink,
+    structure: Structure,
 ) -> tuple[Destination, ...]:
-    """The destinations of a config's ``sink`` value: one ``[sink]`` table or ``[[sink]]``
-    tables. Every mistake is a ConfigError naming the file and key."""
-    if raw is None:
-        raise ConfigError("missing [sink] table", path=where, key="sink")
-    tables = [(raw, "sink")] if isinstance(raw, dict) else None
-    if isinstance(raw, list):
-        if not raw:
-            raise ConfigError("expected at least one [[sink]] table", path=where, key="sink")
-        tables = [(t, f"sink[{i}]") for i, t in enumerate(raw)]
-    if tables is None:
-        raise ConfigError("expected a [sink] table or [[sink]] tables", path=where, key="sink")
-    found: list[Destination] = []
-    for table, key in tables:
-        if not isinstance(table, dict):
-            raise ConfigError("expected a table", path=where, key=key)
-        found.append(_destination(table, key, where, build, structure))
+    """The destinations of a config's ``[sink]`` table or ``[[sink]]`` tables, given as
+    (config key, table) pairs, at least one (the config reads them). Every mistake is a
+    ConfigError naming the file and key."""
+    found = [_destination(table, key, where, build, structure) for key, table in tables]
     seen: dict[str, str] = {}
-    for dest, (_, key) in zip(found, tables, strict=True):
+    for dest, (key, _) in zip(found, tables, strict=True):
         if dest.name in seen:
             raise ConfigError(
                 f"two destinations are called {dest.name!r} (also {seen[dest.name]}): give each "
@@ -116,7 +107,7 @@ def parse_destinations(
             "no destination is required: a backup must count somewhere; set required = true on "
             "at least one",
             path=where,
-            key=f"{tables[0][1]}.required",
+            key=f"{tables[0][0]}.required",
         )
     return tuple(found)
 

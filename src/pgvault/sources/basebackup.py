@@ -43,6 +43,7 @@ from pgvault.postgres.client import (
     first_line,
     split_dsn,
     tool_version,
+    widen_pipe,
 )
 from pgvault.sources.api import CHUNK_SIZE, Source, SourceRun, SourceStream
 from pgvault.sources.backup_manifest import (
@@ -260,6 +261,8 @@ class _BaseBackupRun(SourceRun):
             )
         except OSError as exc:
             raise SourceError(f"cannot run {self._binary}: {exc.strerror}") from None
+        assert self._proc.stdout is not None
+        widen_pipe(self._proc.stdout.fileno())
         self._stderr = _Collector(self._proc.stderr)
         self._monitor = threading.Thread(
             target=self._watch, daemon=True, name="pgvault-basebackup-watch"

@@ -40,6 +40,7 @@ from pgvault.postgres.client import (
     quote_ident,
     split_dsn,
     tool_version,
+    widen_pipe,
     with_dbname,
 )
 from pgvault.postgres.database import read_database_facts
@@ -532,6 +533,8 @@ class _PgDumpRun(SourceRun):
             )
         except OSError as exc:
             raise SourceError(f"cannot run {binary}: {exc.strerror}") from None
+        assert proc.stdout is not None
+        widen_pipe(proc.stdout.fileno())
         err = _Collector(proc.stderr)
         self._procs.append((name, proc, err))
         chunks = self._read(proc, err, binary)

@@ -617,6 +617,3 @@ def _source_class(manifest: Manifest) -> Any:
 def latest_first(manifests: Sequence[Manifest]) -> list[Manifest]:
     """``manifests`` sorted newest first (by start time, then id)."""
     return sorted(manifests, key=lambda m: (m.started_at, m.backup_id), reverse=True)
-
-
-_check_digests = check_digests  # its private name, for code not yet updated (other branches)

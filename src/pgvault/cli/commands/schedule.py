@@ -55,7 +55,8 @@ def notify_report(config: PipelineConfig, report: Report, chart_svg: str) -> int
     Exit 1 when one could not deliver (a scheduled report that silently went nowhere is worth a
     failed job); a config where none asks for reports is a usage error naming the fix.
     """
-    from pgvault.notify.api import report_event, send_report
+    from pgvault.notify.api import send_report
+    from pgvault.notify.events import report_event
 
     if not any(n.wants("report") for n in config.notify):
         raise ConfigError(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pgvault.cli.parser import add_pitr_restore_arguments
 from pgvault.exceptions import Aborted, ConfigError
 
 from .targets import build_target, utc_text
@@ -21,21 +22,17 @@ from .targets import build_target, utc_text
 if TYPE_CHECKING:
     from pgvault.pipeline_config import PipelineConfig
 
-_TARGET_OPTIONS = (
-    "target_time",
-    "target_lsn",
-    "target_name",
-    "target_xid",
-    "target_immediate",
-    "target_exclusive",
-    "target_timeline",
-    "target_action",
-    "delete_existing",
-    "start",
-    "port",
-    "pgvault",
-    "archive",
-)
+
+def _target_options() -> tuple[str, ...]:
+    """The dests of every point-in-time option of ``restore`` but ``--timeout`` (which only
+    bounds ``--start``), read from the parser so that a new option is never forgotten here."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_pitr_restore_arguments(parser)
+    return tuple(name for name in vars(parser.parse_args([])) if name != "timeout")
+
+
+_TARGET_OPTIONS = _target_options()
+"""The options any of which makes a ``restore`` a point-in-time recovery."""
 
 
 def wanted(args: argparse.Namespace, config: PipelineConfig) -> bool:

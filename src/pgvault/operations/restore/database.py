@@ -22,7 +22,7 @@ import pluggy
 import psycopg
 
 from pgvault.exceptions import PgVaultError, RestoreError
-from pgvault.operations.restore.files import ChunkReader, restore_files
+from pgvault.operations.restore.files import restore_files
 from pgvault.operations.restore.loading import (
     Plans,
     check_work_space,
@@ -94,8 +94,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("pgvault.restore")
-
-_ChunkReader = ChunkReader  # its name here before files restore had its own module
 
 
 def database_exists(target: DatabaseTarget, maintenance_db: str | None = None) -> bool:
