@@ -93,9 +93,9 @@ def plugins(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def benchmarks(session: nox.Session) -> None:
-    """Build a dataset, measure, and write docs/benchmarks.md with its charts (slow: ~40 min;
-    ``nox -s benchmarks -- --scaling`` adds every dataset, the scaling curves and the
-    many-databases run, about an hour more at the issue's sizes)."""
+    """Build the datasets, measure, and write docs/benchmarks.md with its charts (slow: about
+    40 min, plus about an hour for every dataset, the scaling curves, many databases and the
+    fixed costs at the issue's sizes; ``nox -s benchmarks -- --no-scaling`` skips those)."""
     # pgBackRest and barman-cli-cloud (the WAL and base backup peers) come from Debian: the
     # benchmarks install them with apt-get when missing and running as root, else say so.
     # lz4 is measured to decide whether it is worth offering; it is not a pgvault dependency.

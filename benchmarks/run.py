@@ -1,17 +1,17 @@
 """Run every benchmark and write ``docs/benchmarks.md`` and its chart.
 
     python -m benchmarks.run [--size-gb 1.0] [--reps 3] [--no-large] [--no-wal]
-                             [--no-basebackup] [--scaling] [--out docs/benchmarks.md]
+                             [--no-basebackup] [--no-scaling] [--out docs/benchmarks.md]
 
 Builds its own dataset on a throwaway cluster (nothing else is touched), then measures:
 compressors on the real dump bytes; backup methods (pg_dump alone, the scripts users run
 today, pgvault with and without encryption); restore methods; and pgvault's peak memory on the
 dataset and on one four times larger. Then WAL archiving and fetching (:mod:`benchmarks.wal`, on a
 cluster of its own), unless ``--no-wal``; base backups and point-in-time restores against
-pgBackRest and pg_basebackup (:mod:`benchmarks.basebackup`), unless ``--no-basebackup``; and with
-``--scaling`` every dataset's ratios with a profile summary, the scaling curves and the
-many-databases run (:mod:`benchmarks.scaling`; ladders as options, the issue's sizes by
-default). The report includes the latest saved results of each part.
+pgBackRest and pg_basebackup (:mod:`benchmarks.basebackup`), unless ``--no-basebackup``; and,
+unless ``--no-scaling``, every dataset's ratios with a profile summary, the scaling curves, the
+many-databases run and the fixed costs (:mod:`benchmarks.scaling`; ladders as options, the
+issue's sizes by default). The report includes the latest saved results of each part.
 """
 
 from __future__ import annotations
@@ -122,9 +122,10 @@ def main() -> int:
     parser.add_argument("--bb-scale", type=int, default=50, help="pgbench scale of that cluster")
     parser.add_argument("--bb-segments", type=int, default=32, help="WAL segments it replays")
     parser.add_argument(
-        "--scaling",
-        action="store_true",
-        help="also every dataset, the scaling curves and many databases (benchmarks.scaling)",
+        "--no-scaling",
+        dest="scaling",
+        action="store_false",
+        help="skip every dataset, the scaling curves, many databases and the fixed costs",
     )
     scaling.add_arguments(parser)
     parser.add_argument(
