@@ -303,7 +303,7 @@ def fixed(args: argparse.Namespace) -> dict[str, Any]:
 
 def fixed_lines(data: dict[str, Any]) -> list[str]:
     """The fixed-costs table."""
-    lines = [
+    return [
         "## Fixed costs (no data to move)",
         "",
         "Measured by `python -m benchmarks.scaling --part fixed` "
@@ -312,10 +312,14 @@ def fixed_lines(data: dict[str, Any]) -> list[str]:
         "every `run` adds one). Target: well under 0.5 s of wall time for an empty backup and "
         "for `list`.",
         "",
-        "| command | wall (s) | CPU (s) | peak RSS (MB) |",
-        "|---|---:|---:|---:|",
+        *_cost_table("command", data["results"]),
     ]
-    for r in data["results"]:
+
+
+def _cost_table(first: str, results: list[dict[str, Any]]) -> list[str]:
+    """A table of what each command cost: wall, CPU of the process tree, peak RSS."""
+    lines = [f"| {first} | wall (s) | CPU (s) | peak RSS (MB) |", "|---|---:|---:|---:|"]
+    for r in results:
         lines.append(
             f"| {_esc(r['name'])} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['max_rss_mb']:.0f} |"
         )
@@ -491,13 +495,8 @@ def many_lines(data: dict[str, Any]) -> list[str]:
         "Measured by `python -m benchmarks.scaling --part many` "
         f"({data['reps']} alternating repetitions, medians; {_load_text(data['load_average'])}).",
         "",
-        "| method | wall (s) | CPU (s) | peak RSS (MB) |",
-        "|---|---:|---:|---:|",
+        *_cost_table("method", data["results"]),
     ]
-    for r in data["results"]:
-        lines.append(
-            f"| {_esc(r['name'])} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['max_rss_mb']:.0f} |"
-        )
     if data.get("note"):  # added by hand to saved results, e.g. which pgvault was measured
         lines += ["", str(data["note"])]
     if data.get("pgvault_missing"):

@@ -35,13 +35,12 @@ from typing import IO, Any
 from pgvault.exceptions import IntegrityError, PgVaultError, RestoreError, TransformError
 from pgvault.operations.restore.selection import SESSION
 from pgvault.postgres.archive import ArchiveToc, TocEntry
-from pgvault.postgres.client import child_env, exit_description
+from pgvault.postgres.client import _Collector, child_env, exit_description, widen_pipe
 
 log = logging.getLogger("pgvault.restore")
 
 _FEED_STEP = 8 << 20
 """At most this many bytes per ``sendfile``: a feeder that is told to stop does so soon."""
-_STDERR_TAIL = 256 * 1024
 
 
 def data_shares(
@@ -290,17 +289,9 @@ class _Tools:
     def _serve(
         proc: subprocess.Popen[bytes], growing: _Growing, done: queue.Queue[tuple[int, str]]
     ) -> None:
-        assert proc.stdin is not None and proc.stderr is not None
-        tail = bytearray()
-        stderr = proc.stderr
-
-        def collect() -> None:
-            while chunk := stderr.read(65536):
-                tail.extend(chunk)
-                del tail[:-_STDERR_TAIL]
-
-        reader = threading.Thread(target=collect, daemon=True, name="pgvault-pipe")
-        reader.start()
+        assert proc.stdin is not None
+        widen_pipe(proc.stdin.fileno())
+        err = _Collector(proc.stderr)  # its tail, read as it comes (a chatty tool can't block)
         try:
             with contextlib.suppress(BrokenPipeError):
                 growing.feed(proc.stdin.fileno())
@@ -310,9 +301,7 @@ class _Tools:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
             rc = proc.wait()
-            reader.join()
-            stderr.close()
-            done.put((rc, tail.decode("utf-8", "replace")))
+            done.put((rc, err.text()))
 
 
 def restore_overlapped(
