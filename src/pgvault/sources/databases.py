@@ -20,8 +20,6 @@ from pgvault.exceptions import SourceError
 from pgvault.sources.api import SourceRun, SourceStream, part_prefix
 from pgvault.sources.set import now_utc
 
-_POLL = 0.1
-
 
 class ManyDatabasesRun(SourceRun):
     """Runs of several databases, scheduled ``jobs`` at a time, plus one shared run (the
@@ -72,7 +70,7 @@ class ManyDatabasesRun(SourceRun):
             while not (self._next == rank and self._running < self._jobs):
                 if self._stopped:
                     raise SourceError("many-database dump stopped")
-                self._turn.wait(_POLL)
+                self._turn.wait()  # _done() and stop() notify: no poll
             self._next += 1
             self._running += 1
             self._turn.notify_all()
