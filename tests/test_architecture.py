@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+import pgvault
+from tests.fake_backups import fake_backup
 from tests.import_graph import cycles, edges
 
 COMPOSERS = {"pgvault", "pgvault.cli.common"}
@@ -182,3 +186,51 @@ def test_encrypt_keeps_the_names_it_had_before_its_split() -> None:
         assert getattr(encrypt, name) is getattr(encryption_format, name)
     assert encrypt.Keyring is keyring.Keyring
     assert set(encrypt.__all__) <= set(dir(encrypt))
+
+
+def test_listing_a_vault_loads_no_driver(tmp_path: Path) -> None:
+    """``pgvault list`` of a pg_dump pipeline checks its whole config (the DSN included) but
+    never connects: psycopg, the cipher library and the copy operation stay unloaded."""
+    config = tmp_path / "app.toml"
+    config.write_text(
+        'name = "app"\n[source]\ntype = "pg_dump"\n'
+        'dsn = "postgresql://backup:pw@127.0.0.1:1/app?sslmode=disable"\n'
+        '[[transform]]\ntype = "zstd"\n[sink]\ntype = "local"\npath = "vault"\n'
+    )
+    vault = pgvault.Vault.from_config(pgvault.load_config(config))
+    backup_id = fake_backup(vault, datetime.now(UTC) - timedelta(hours=1))
+    out = _fresh(
+        "import sys\n"
+        "from pgvault.cli.app import main\n"
+        f"code = main(['list', {str(config)!r}])\n"
+        "found = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "               ('psycopg', 'psycopg_binary', 'cryptography'))\n"
+        "print('EXIT', code, 'LOADED', found, 'pgvault.operations.copy' in sys.modules,\n"
+        "      file=sys.stderr)\n"
+    )
+    assert backup_id in out
+    assert "EXIT 0 LOADED [] False" in out, out
+
+
+def test_a_bad_source_dsn_still_fails_run_before_the_backup(tmp_path: Path) -> None:
+    """The DSN is checked without psycopg, and still when the config loads: ``pgvault run``
+    refuses an unknown connection option with exit 2, one line, before any backup starts."""
+    config = tmp_path / "app.toml"
+    vault = tmp_path / "vault"
+    config.write_text(
+        'name = "app"\n[source]\ntype = "pg_dump"\ndsn = "host=127.0.0.1 hots=db"\n'
+        f'[sink]\ntype = "local"\npath = "{vault}"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pgvault", "run", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"pgvault: error: {config}: source: invalid value: dsn: invalid PostgreSQL connection "
+        'string: invalid connection option "…" (the quoted text is withheld: it may hold the '
+        "password)\n"
+    )
+    assert not vault.exists() or not any(vault.rglob("*"))

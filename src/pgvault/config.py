@@ -22,12 +22,11 @@ import typing
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from pgvault.exceptions import ConfigError
-from pgvault.notify.api import Notifier, notifier_types
 from pgvault.pipeline_config import PipelineConfig
 from pgvault.plugin.components import Kind, load_component
 from pgvault.plugin.exec_hooks import ExecHook
@@ -47,6 +46,9 @@ from pgvault.transforms.api import Transform
 from pgvault.transforms.digest import SUPPORTED as SUPPORTED_CHECKSUMS
 from pgvault.units import Duration
 from pgvault.wal.settings import WalSettings
+
+if TYPE_CHECKING:
+    from pgvault.notify.api import Notifier
 
 __all__ = ["TOP_LEVEL_KEYS", "PipelineConfig", "load_config", "parse_config", "structure"]
 """``PipelineConfig`` itself lives in :mod:`pgvault.pipeline_config`; it is re-exported here
@@ -293,6 +295,10 @@ def _notifiers(data: Mapping[str, Any], where: str, base: Path) -> tuple[Notifie
     tables = _tables(data, "notify", where)
     if not tables:
         return ()
+    # Only here: finding the notifier types loads the notifier plugins (and their HTTP and mail
+    # libraries), which a pipeline without [[notify]] never needs.
+    from pgvault.notify.api import notifier_types
+
     known = notifier_types()
     found: list[Notifier] = []
     for key, table in tables:
@@ -313,7 +319,7 @@ def _notifiers(data: Mapping[str, Any], where: str, base: Path) -> tuple[Notifie
             )
         options = {k: v for k, v in table.items() if k != "type"}
         notifier = structure(cls, options, where=where, key=key, base=base)
-        found.append(typing.cast(Notifier, notifier))
+        found.append(typing.cast("Notifier", notifier))
     return tuple(found)
 
 

@@ -35,7 +35,6 @@ import time
 import typing
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -176,6 +175,10 @@ def post(
 
     Errors name the HTTP status or the network failure, never the URL (it may hold a token).
     """
+    # Imported when a notification is sent: every run loads the notifier plugins, and most
+    # runs send nothing (urllib.request brings http.client and its parsers).
+    import urllib.request
+
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
         raise NotifyError(f"unsupported URL scheme {scheme!r} (use http or https)")

@@ -1,4 +1,9 @@
-"""Finding sources, transforms and sinks by name through their entry-point groups."""
+"""Finding sources, transforms and sinks by name through their entry-point groups.
+
+The installed distributions' entry points are read once per process, here, for the components
+and for the plugin manager (:mod:`pgvault.plugin.manager`) alike: each scan reads the metadata
+of every installed distribution.
+"""
 
 from __future__ import annotations
 
@@ -27,18 +32,28 @@ EXTRAS: dict[tuple[Kind, str], str] = {
 }
 
 
+PLUGIN_GROUP = "pgvault"
+"""The hook plugins' group (:mod:`pgvault.plugin.manager` loads it)."""
+
+
 @cache
 def _installed() -> dict[str, tuple[EntryPoint, ...]]:
-    """The installed components' entry points by group, read once per process: each scan reads
-    the metadata of every installed distribution, and a run looks up its source, transforms and
-    sink."""
     everything = entry_points()
-    return {group: tuple(everything.select(group=group)) for group in GROUPS.values()}
+    return {
+        group: tuple(everything.select(group=group)) for group in (*GROUPS.values(), PLUGIN_GROUP)
+    }
+
+
+def group_entry_points(group: str) -> tuple[EntryPoint, ...]:
+    """The installed entry points of ``group`` (a component group or :data:`PLUGIN_GROUP`), from
+    the process's one scan: a run looks up its source, transforms and sink, and loads the hook
+    plugins."""
+    return _installed()[group]
 
 
 def available(kind: Kind) -> dict[str, EntryPoint]:
     """Installed components of ``kind``, by name."""
-    return {ep.name: ep for ep in _installed()[GROUPS[kind]]}
+    return {ep.name: ep for ep in group_entry_points(GROUPS[kind])}
 
 
 def load_component(kind: Kind, name: str, *, path: str | None = None, key: str) -> type:

@@ -13,11 +13,12 @@ from typing import Any
 import pluggy
 
 from pgvault.plugin import hookspecs
+from pgvault.plugin.components import PLUGIN_GROUP, group_entry_points
 
 log = logging.getLogger("pgvault.plugin")
 
 PROJECT_NAME = "pgvault"
-ENTRY_POINT_GROUP = "pgvault"
+ENTRY_POINT_GROUP = PLUGIN_GROUP
 
 
 @cache
@@ -25,7 +26,11 @@ def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, with every installed ``pgvault`` plugin registered."""
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    # What pluggy's load_setuptools_entrypoints does, from the scan the components already made
+    # (it would read every distribution's metadata a second time).
+    for ep in group_entry_points(ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is None and not pm.is_blocked(ep.name):
+            pm.register(ep.load(), name=ep.name)
     return pm
 
 

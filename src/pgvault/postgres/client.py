@@ -14,12 +14,13 @@ import signal
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import psycopg
-from psycopg import conninfo as pg_conninfo
+from typing import TYPE_CHECKING, Any
 
 from pgvault.exceptions import ConfigError, SourceError, SourceUnavailableError
+from pgvault.postgres.conninfo import make_conninfo, parse_conninfo
+
+if TYPE_CHECKING:
+    import psycopg
 
 APPLICATION_NAME = "pgvault"
 
@@ -28,8 +29,8 @@ def split_dsn(dsn: str, **overrides: str) -> tuple[str, dict[str, str]]:
     """Turn ``dsn`` (URI or conninfo; empty means libpq defaults) into a password-free conninfo
     plus the environment a libpq child process needs (``PGPASSWORD``, ``PGAPPNAME``)."""
     try:
-        params = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
+        params = parse_conninfo(dsn)
+    except ValueError as exc:
         raise ConfigError(
             f"invalid PostgreSQL connection string: {conninfo_problem(exc)}"
         ) from None
@@ -39,28 +40,27 @@ def split_dsn(dsn: str, **overrides: str) -> tuple[str, dict[str, str]]:
     password = params.pop("password", None)
     if password is not None:
         env["PGPASSWORD"] = str(password)
-    clean = pg_conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
-    return clean, env
+    return make_conninfo(params), env
 
 
 def with_dbname(dsn: str, dbname: str) -> str:
     """``dsn`` (URI or conninfo) as a conninfo string that connects to database ``dbname``; any
     name, quotes and spaces included, is passed as it is."""
     try:
-        params = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
+        params = parse_conninfo(dsn)
+    except ValueError as exc:
         raise ConfigError(
             f"invalid PostgreSQL connection string: {conninfo_problem(exc)}"
         ) from None
     params["dbname"] = dbname
-    return pg_conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+    return make_conninfo(params)
 
 
 def check_dsn(dsn: str) -> None:
     """Raise ValueError (never quoting ``dsn``) if it is not a valid URI or conninfo string."""
     try:
-        pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
+        parse_conninfo(dsn)
+    except ValueError as exc:
         raise ValueError(f"invalid PostgreSQL connection string: {conninfo_problem(exc)}") from None
 
 
@@ -90,6 +90,10 @@ def connect(dsn: str, **overrides: str) -> psycopg.Connection[tuple[object, ...]
     The server converts from every other encoding; from SQL_ASCII it passes bytes through, which
     suits names (pgvault's queries read names and counts, never table data).
     """
+    # Imported here, where a connection is made: the config imports this module through the
+    # sources, and most commands never connect (pgvault.postgres.conninfo reads DSNs without it).
+    import psycopg
+
     kwargs: dict[str, str] = {
         "application_name": APPLICATION_NAME,
         "client_encoding": "UTF8",
@@ -111,8 +115,8 @@ def connect(dsn: str, **overrides: str) -> psycopg.Connection[tuple[object, ...]
 def describe_dsn(dsn: str, **overrides: str) -> str:
     """``user@host:port/dbname`` for messages: never the password."""
     try:
-        params = {**pg_conninfo.conninfo_to_dict(dsn), **overrides}
-    except psycopg.ProgrammingError:
+        params = {**parse_conninfo(dsn), **overrides}
+    except ValueError:
         return "<invalid dsn>"
     user = str(params.get("user") or os.environ.get("PGUSER", ""))
     host = str(params.get("host") or os.environ.get("PGHOST", "local socket"))

@@ -15,6 +15,10 @@ that wait (``wal_wait``), then checks the vault for the whole range and names th
 segment. A server that does not archive at all is refused before anything starts, as is a
 cluster with tablespaces outside the data directory (``pg_basebackup`` can write only one tar
 to stdout).
+
+The config imports this module to check a pipeline's ``[source]``, and most commands (``list``,
+``wal-fetch`` during a recovery) never connect: psycopg is imported by the run's methods, where
+a connection is made, not at the top.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
-import psycopg
 
 from pgvault.engine.flow import Aborted
 from pgvault.exceptions import PgVaultError, SourceError
@@ -164,6 +167,8 @@ class _BaseBackupRun(SourceRun):
         return tuple(row)
 
     def _preflight(self) -> None:
+        import psycopg
+
         self._version_num = self._conn.info.server_version
         self._major = self._version_num // 10000
         (self._server_version,) = self._query("SELECT current_setting('server_version')")
@@ -273,6 +278,8 @@ class _BaseBackupRun(SourceRun):
 
     def _watch(self) -> None:
         """Bound the server's own wait for WAL archiving (``-X none`` waits forever)."""
+        import psycopg
+
         proc = self._proc
         assert proc is not None
         limit = self._source.wal_wait.delta.total_seconds()
@@ -298,6 +305,8 @@ class _BaseBackupRun(SourceRun):
             time.sleep(_POLL)
 
     def _archive_stalled(self) -> str:
+        import psycopg
+
         label = self._checker.kept(b"backup_label")
         start_wal = label_fields(label.decode("utf-8", "replace")).get("START WAL LOCATION", "")
         first = ""
@@ -333,6 +342,8 @@ class _BaseBackupRun(SourceRun):
         return missing[0] if missing else ""
 
     def _archiver_text(self) -> str:
+        import psycopg
+
         try:
             with self._conn_lock:
                 row = self._conn.execute(
@@ -352,6 +363,8 @@ class _BaseBackupRun(SourceRun):
         return text + ")"
 
     def _end_walsender(self) -> None:
+        import psycopg
+
         # The server keeps waiting for the archive after pg_basebackup is gone: end its walsender.
         try:
             with self._conn_lock:

@@ -7,6 +7,9 @@ the manifest describe exactly the data in the dump (restore validation relies on
 the largest tables' data goes to ``jobs - 1`` extra data-only archives, each written by its own
 pg_dump in the same snapshot, so all of them stream concurrently and restore in parallel. The
 main archive keeps the schema, the other tables' data, sequences and large objects.
+
+The config imports this module to check a pipeline's ``[source]``, and most commands never
+connect: psycopg is imported by the run's methods, where a connection is made, not at the top.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import attrs
-import psycopg
-from psycopg import conninfo as pg_conninfo
 
 from pgvault.exceptions import SourceError
 from pgvault.postgres.client import (
@@ -43,7 +44,7 @@ from pgvault.postgres.client import (
     widen_pipe,
     with_dbname,
 )
-from pgvault.postgres.database import read_database_facts
+from pgvault.postgres.conninfo import parse_conninfo
 from pgvault.postgres.globals import GLOBALS_END, GLOBALS_ROLE, GLOBALS_STREAM
 from pgvault.sources.api import CHUNK_SIZE, Source, SourceRun, SourceStream
 from pgvault.sources.databases import ManyDatabasesRun
@@ -299,6 +300,10 @@ class _PgDumpRun(SourceRun):
     # Setup
 
     def _prepare(self) -> None:
+        import psycopg
+
+        from pgvault.postgres.database import read_database_facts
+
         src, conn = self._source, self._conn
         self._server_version_num = conn.info.server_version
         major = self._server_version_num // 10000
@@ -489,6 +494,8 @@ class _PgDumpRun(SourceRun):
         """The manifest's ``globals`` record, deciding on passwords before anything runs:
         reading password hashes needs ``pg_authid``, which only superusers may read, and
         ``pg_dumpall`` would fail on it mid-backup rather than leave them out."""
+        import psycopg
+
         src, conn = self._source, self._conn
         self._dumpall = _sibling(self._binary, "pg_dumpall", src.pg_dump, self._server_version_num)
         choice: dict[str, Any] = {"artifact": GLOBALS_STREAM, "role_passwords": False}
@@ -617,6 +624,8 @@ class _PgDumpRun(SourceRun):
         }
 
     def stop(self) -> None:
+        import psycopg
+
         if self._stopped:
             return
         self._stopped = True
@@ -720,10 +729,8 @@ def _is_pattern(name: str) -> bool:
 
 def _has_dbname(dsn: str) -> bool:
     try:
-        return bool(pg_conninfo.conninfo_to_dict(dsn).get("dbname")) or bool(
-            os.environ.get("PGDATABASE")
-        )
-    except psycopg.ProgrammingError:
+        return bool(parse_conninfo(dsn).get("dbname")) or bool(os.environ.get("PGDATABASE"))
+    except ValueError:
         return False
 
 

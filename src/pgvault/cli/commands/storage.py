@@ -14,7 +14,6 @@ from pgvault.cli import common
 from pgvault.cli.exits import EXIT_FAILED, EXIT_OK
 from pgvault.engine.progress import human_bytes
 from pgvault.exceptions import ConfigError, PgVaultError
-from pgvault.operations.copy import copy
 from pgvault.operations.destinations import Overview, choose_copy, usable
 from pgvault.operations.thaw import thaw
 from pgvault.transforms.api import DecodeContext
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """``pgvault copy``."""
+    from pgvault.operations.copy import copy  # not for list and show, which import this module
+
     config = common.load(args)
     result = copy(config, args.source, args.target, tuple(args.backups))
     if args.json:
