@@ -23,9 +23,7 @@ def _wait_in_thread(flow: Flow) -> tuple[threading.Thread, list[BaseException]]:
     return thread, errors
 
 
-def test_a_failing_stage_wakes_a_producer_blocked_on_a_full_channel_and_a_consumer_on_an_empty_one() -> (
-    None
-):
+def test_a_failing_stage_wakes_stages_blocked_on_a_full_and_on_an_empty_channel() -> None:
     """Nothing polls: the abort itself must wake both waiters, and wait() raises the real error."""
     flow = Flow()
     full, empty = flow.channel(), flow.channel()

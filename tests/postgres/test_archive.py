@@ -1,5 +1,5 @@
-"""Filling the data offsets of piped pg_dump archives: byte for byte what pg_dump writes itself
-when it can seek, restorable in parallel, and harmless on anything else."""
+"""Reading pg_dump archives' tables of contents: from a file and from a stream, custom and tar,
+piped (offsets not set) and seekable, in the dumped database's encoding; damage is named."""
 
 from __future__ import annotations
 
@@ -7,23 +7,18 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from pgvault.exceptions import ArchiveFormatError
 from pgvault.postgres.archive import (
     OFFSET_NO_DATA,
     OFFSET_NOT_SET,
     OFFSET_SET,
-    fill_data_offsets,
     read_toc,
     read_toc_stream,
 )
 from pgvault.testing import PostgresCluster
-from tests.conftest import snapshot_database
 
 # What pg_dump writes as the offset field of a data entry when it cannot seek back: the TOC goes
 # out before any data, with the flag "not set" and the position as initialised, zero.
@@ -67,22 +62,6 @@ def pg_dump(cluster: PostgresCluster, dbname: str, dest: Path, *args: str, pipe:
     return dest
 
 
-def pg_restore(cluster: PostgresCluster, archive: Path, dbname: str, *args: str) -> None:
-    cluster.drop_database(dbname)
-    cluster.create_database(dbname)
-    subprocess.run(
-        [
-            str(cluster.bindir / "pg_restore"),
-            "--exit-on-error",
-            f"--dbname={cluster.dsn(dbname)}",
-            *args,
-            str(archive),
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 def data_states(path: Path) -> list[int]:
     return [e.offset_state for e in read_toc(path).entries if e.has_data]
 
@@ -98,15 +77,15 @@ def reset_offsets(source: Path, dest: Path) -> None:
 
 @pytest.mark.parametrize("database", ["rich_db", "edge_db"])
 @pytest.mark.parametrize("compress", [["--compress=0"], []], ids=["uncompressed", "default"])
-def test_fills_offsets_exactly_as_pg_dump_does(
+def test_reads_the_offsets_as_pg_dump_writes_them(
     pg_cluster: PostgresCluster,
     tmp_path: Path,
     request: pytest.FixtureRequest,
     database: str,
     compress: list[str],
 ) -> None:
-    """A seekable dump with its offsets reset is what pg_dump writes to a pipe; filled, it is the
-    seekable dump again, byte for byte, and so is a real piped dump after its header."""
+    """A seekable dump's data entries have their positions set, the others none; a piped dump
+    is the seekable one with every position reset, byte for byte from the TOC on."""
     dbname = request.getfixturevalue(database)
     seekable = pg_dump(pg_cluster, dbname, tmp_path / "seekable.dump", *compress, pipe=False)
     toc = read_toc(seekable)
@@ -118,73 +97,9 @@ def test_fills_offsets_exactly_as_pg_dump_does(
     reset = tmp_path / "reset.dump"
     reset_offsets(seekable, reset)
     piped = pg_dump(pg_cluster, dbname, tmp_path / "piped.dump", *compress, pipe=True)
+    assert set(data_states(piped)) == {OFFSET_NOT_SET}
     # The header differs only in pg_dump's start time; from the TOC on, the bytes are the same.
     assert reset.read_bytes()[toc.toc_start :] == piped.read_bytes()[toc.toc_start :]
-    assert reset.read_bytes() != seekable.read_bytes()
-
-    assert fill_data_offsets(reset) is True
-    assert reset.read_bytes() == seekable.read_bytes()
-    assert fill_data_offsets(piped) is True
-    assert piped.read_bytes()[toc.toc_start :] == seekable.read_bytes()[toc.toc_start :]
-
-
-@pytest.mark.parametrize("database", ["rich_db", "edge_db"])
-def test_a_filled_pipe_dump_restores_in_parallel(
-    pg_cluster: PostgresCluster, tmp_path: Path, request: pytest.FixtureRequest, database: str
-) -> None:
-    """pg_restore --jobs 2 of a filled piped dump brings back every row, large object, index,
-    constraint and view."""
-    dbname = request.getfixturevalue(database)
-    piped = pg_dump(pg_cluster, dbname, tmp_path / "piped.dump", "--compress=0", pipe=True)
-    assert set(data_states(piped)) == {OFFSET_NOT_SET}
-    assert fill_data_offsets(piped) is True
-    assert set(data_states(piped)) == {OFFSET_SET}
-    target = f"{dbname}_parallel"
-    pg_restore(pg_cluster, piped, target, "--jobs=2")
-    assert snapshot_database(pg_cluster, target) == snapshot_database(pg_cluster, dbname)
-    pg_cluster.drop_database(target)
-
-
-def structure(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """What a schema-only restore brings back of a snapshot: table names (not their rows),
-    indexes, constraints and views."""
-    kept = ("<indexes>", "<constraints>", "<views>")
-    return {k: v if k in kept else None for k, v in snapshot.items() if k in kept or k[0] != "<"}
-
-
-@pytest.mark.parametrize("kind", ["schema-only", "empty-database"])
-def test_archives_without_data_are_left_as_they_are(
-    pg_cluster: PostgresCluster, rich_db: str, tmp_path: Path, kind: str
-) -> None:
-    """Nothing to fill is success with the file untouched, and pg_restore --jobs 2 restores it."""
-    if kind == "schema-only":
-        dbname, args = rich_db, ["--schema-only"]
-    else:
-        dbname, args = "pg_archive_empty", []
-        pg_cluster.drop_database(dbname)
-        pg_cluster.create_database(dbname)
-    piped = pg_dump(pg_cluster, dbname, tmp_path / "piped.dump", *args, pipe=True)
-    before = piped.read_bytes()
-    assert data_states(piped) == []
-    assert fill_data_offsets(piped) is True
-    assert piped.read_bytes() == before
-    target = f"pg_archive_{kind.replace('-', '_')}"
-    pg_restore(pg_cluster, piped, target, "--jobs=2")
-    restored = snapshot_database(pg_cluster, target)
-    assert structure(restored) == structure(snapshot_database(pg_cluster, dbname))
-    pg_cluster.drop_database(target)
-    if kind == "empty-database":
-        pg_cluster.drop_database(dbname)
-
-
-def test_an_archive_already_filled_is_left_as_it_is(
-    pg_cluster: PostgresCluster, rich_db: str, tmp_path: Path
-) -> None:
-    """pg_dump's own seekable output, or a file filled before, needs nothing and gets nothing."""
-    seekable = pg_dump(pg_cluster, rich_db, tmp_path / "seekable.dump", pipe=False)
-    before = seekable.read_bytes()
-    assert fill_data_offsets(seekable) is True
-    assert seekable.read_bytes() == before
 
 
 @pytest.fixture(scope="module")
@@ -196,82 +111,12 @@ def piped_archive(
     return pg_dump(pg_cluster, rich_db, path, "--compress=0", pipe=True).read_bytes()
 
 
-def damaged(data: bytes, at: int, new: bytes) -> bytes:
-    return data[:at] + new + data[at + len(new) :]
-
-
-def test_damaged_archives_are_refused_untouched(piped_archive: bytes, tmp_path: Path) -> None:
-    """Truncated, garbled, foreign or unknown-version files: False, and not a byte changed."""
-    path = tmp_path / "piped.dump"
-    path.write_bytes(piped_archive)
-    toc = read_toc(path)
-    first_block = toc.data_start
-    first_chunk = first_block + 6
-    no_data = next(e for e in toc.entries if not e.has_data)
-    no_data_id = b"\x00" + no_data.dump_id.to_bytes(4, "little")
-    cases = {
-        "empty": b"",
-        "magic only": piped_archive[:5],
-        "cut in the header": piped_archive[: toc.toc_start - 1],
-        "cut in the TOC": piped_archive[: toc.data_start - 4],
-        "TOC without data": piped_archive[: toc.data_start],
-        "cut in a block header": piped_archive[: first_block + 3],
-        "cut in the data": piped_archive[: len(piped_archive) // 2],
-        "last byte missing": piped_archive[:-1],
-        "trailing byte": piped_archive + b"\x00",
-        "plain SQL": b"--\n-- PostgreSQL database dump\n--\n" * 10,
-        "archive version 1.13": damaged(piped_archive, 6, bytes([13])),
-        "archive version 1.17": damaged(piped_archive, 6, bytes([17])),
-        "tar format byte": damaged(piped_archive, 10, bytes([3])),
-        "unknown block type": damaged(piped_archive, first_block, bytes([2])),
-        "block of an entry without data": damaged(piped_archive, first_block + 1, no_data_id),
-        "block of dump id 0": damaged(piped_archive, first_block + 1, bytes(5)),
-        "chunk running past the end": damaged(piped_archive, first_chunk, b"\x00\xff\xff\xff\x7f"),
-        "negative chunk length": damaged(piped_archive, first_chunk, b"\x01"),
-        "TOC count too large": damaged(piped_archive, toc.toc_start, b"\x00\xff\xff\xff\x7f"),
-    }
-    for name, data in cases.items():
-        path.write_bytes(data)
-        assert fill_data_offsets(path) is False, name
-        assert path.read_bytes() == data, name
-
-
 def test_read_toc_names_what_is_wrong(tmp_path: Path) -> None:
     """read_toc raises ArchiveFormatError naming the file and what it found."""
     path = tmp_path / "not-a-dump"
     path.write_bytes(b"PGDMP\x01\x0d\x00")
     with pytest.raises(ArchiveFormatError, match=r"not-a-dump: archive version 1\.13\.0"):
         read_toc(path)
-
-
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.data())
-def test_no_damage_makes_it_fail_or_write_outside_offsets(
-    piped_archive: bytes, tmp_path: Path, data: st.DataObject
-) -> None:
-    """Whatever is cut or changed: no exception, the same length, and either False with the file
-    untouched, or True with only TOC offset fields rewritten."""
-    size = len(piped_archive)
-    if data.draw(st.booleans(), label="truncate"):
-        archive = piped_archive[: data.draw(st.integers(0, size - 1), label="length")]
-    else:
-        at = data.draw(st.integers(0, size - 1), label="at")
-        archive = damaged(piped_archive, at, data.draw(st.binary(min_size=1, max_size=4)))
-    path = tmp_path / "damaged.dump"
-    path.write_bytes(archive)
-    filled = fill_data_offsets(path)
-    after = path.read_bytes()
-    assert len(after) == len(archive)
-    if not filled:
-        assert after == archive
-        return
-    outside_fields = bytearray(after)
-    for entry in read_toc(path).entries:
-        field = slice(entry.offset_at, entry.offset_at + len(NOT_SET_FIELD))
-        outside_fields[field] = archive[field]
-    assert outside_fields == archive
 
 
 def chunked(data: bytes, size: int) -> Iterator[bytes]:
@@ -337,53 +182,3 @@ def test_a_stream_that_is_no_archive_is_named(data: bytes, message: str) -> None
     """Empty, truncated and foreign streams raise ArchiveFormatError naming the archive."""
     with pytest.raises(ArchiveFormatError, match=f"artifact a.pgdump: .*{message}"):
         read_toc_stream(iter([data]), name="artifact a.pgdump")
-
-
-# Run in a child so the peak is the scan's alone: VmHWM is the high-water mark of the child's
-# own memory, which a fork from (large) pytest does not carry over, unlike getrusage's.
-_SCAN_PEAK = """
-import sys
-from pathlib import Path
-from pgvault.pg_archive import fill_data_offsets
-assert fill_data_offsets(Path(sys.argv[1]))
-status = Path("/proc/self/status").read_text()
-print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-"""
-
-
-def test_filling_the_offsets_of_a_large_archive_keeps_memory_flat(
-    pg_cluster: PostgresCluster, tmp_path: Path
-) -> None:
-    """A parallel restore's work file 2.5 times pgvault's memory bound (100 MB), in 4 KiB chunks
-    as a pipe dump has them, gets its offset filled by a process that stays under the bound."""
-    import struct
-    import sys
-
-    name = "pg_archive_one_table"
-    pg_cluster.drop_database(name)
-    pg_cluster.create_database(name)
-    pg_cluster.execute("CREATE TABLE numbers (n int); INSERT INTO numbers VALUES (1)", name)
-    small = pg_dump(pg_cluster, name, tmp_path / "small.dump", "--compress=0", pipe=True)
-    pg_cluster.drop_database(name)
-    toc = read_toc(small)
-    (entry,) = [e for e in toc.entries if e.has_data]
-    # The same TOC, then one data block of 250 MB of COPY rows, 4 KiB per chunk.
-    rows = b"1\n" * 2048
-    chunk = struct.pack("<BI", 0, len(rows)) + rows
-    big = tmp_path / "big.dump"
-    with big.open("wb") as out:
-        out.write(small.read_bytes()[: toc.data_start])
-        out.write(bytes([1]) + struct.pack("<BI", 0, entry.dump_id))
-        block = chunk * 256  # 1 MiB
-        for _ in range(250):
-            out.write(block)
-        out.write(struct.pack("<BI", 0, 0))
-    assert big.stat().st_size > 250 << 20
-
-    child = subprocess.run(
-        [sys.executable, "-c", _SCAN_PEAK, str(big)], capture_output=True, text=True, check=True
-    )
-    peak_mb = int(child.stdout) / 1024
-    assert data_states(big) == [OFFSET_SET]
-    assert read_toc(big).entries[toc.entries.index(entry)].position == toc.data_start
-    assert peak_mb < 100, f"peak RSS {peak_mb:.0f} MB while scanning a 262 MB archive"

@@ -3,9 +3,9 @@
 pg_dump writes an archive's table of contents (TOC) before its data, so where each table's data
 starts is known only afterwards. Writing to a seekable file, pg_dump then goes back and rewrites
 the TOC with those positions; writing to a pipe, as pgvault runs it, it cannot, and every data
-entry keeps the flag "position not set". pg_restore copes by scanning the file for the blocks it
-needs, and with ``--jobs`` each worker scans for itself. :func:`fill_data_offsets` does once, in
-place, what pg_dump would have done, so that ``pg_restore --jobs`` seeks straight to each block.
+entry keeps the flag "position not set". pg_restore copes by reading on through the blocks to
+the ones it needs. A restore reads only the TOC (to plan what to restore, and to deal the data
+between parallel pg_restores: see ``operations/restore/overlap.py``); it fills in no offsets.
 
 The layout, from PostgreSQL's ``pg_backup_archiver.c`` (``WriteHead``, ``WriteToc``, ``WriteInt``,
 ``WriteStr``, ``WriteOffset``) and ``pg_backup_custom.c`` (``_WriteExtraToc``, ``_StartData``,
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import logging
 import mmap
 import os
 import re
@@ -53,8 +52,6 @@ from pathlib import Path
 import attrs
 
 from pgvault.exceptions import ArchiveFormatError
-
-log = logging.getLogger("pgvault.pg_archive")
 
 SUPPORTED_VERSIONS = frozenset({(1, 14, 0), (1, 15, 0), (1, 16, 0)})
 """Archive versions (major, minor, revision) this module reads."""
@@ -73,8 +70,6 @@ _TAR_BLOCK = 512
 _MAX_TOC_BYTES = 1 << 30
 """A TOC read from a stream larger than this is refused: no field of PostgreSQL's is larger
 (MaxAllocSize), and a damaged length must not make the reader hold a whole archive."""
-_BLOCK_DATA = 1
-_BLOCK_LARGE_OBJECTS = 3
 # Every pg_dump writes sizeof(int) and sizeof(pgoff_t): 4 and 8 on all platforms it runs on.
 _INT_SIZE = 4
 _OFF_SIZE = 8
@@ -387,52 +382,10 @@ def map_tablespaces(
     yield from rest
 
 
-def fill_data_offsets(path: Path) -> bool:
-    """Write into the TOC of the archive at ``path`` the data block positions pg_dump could not.
-
-    Each entry whose offset says "position not set" gets "position set" and the position of its
-    data block, exactly as pg_dump writes them to a seekable file, in place: the file's length
-    never changes. The blocks are found by reading only their headers and the chunk lengths,
-    through a window of :data:`SCAN_WINDOW` bytes: memory stays flat however large the file.
-
-    Returns True when every data entry now has its position (also when none lacked one: a
-    seekable pg_dump's output, or an archive without data). Returns False, changing nothing,
-    when the file is not an archive this module reads (see :data:`SUPPORTED_VERSIONS`), is
-    truncated or damaged, or a data entry has no block, a block no entry, or a set position
-    another block: pg_restore is then left to judge the file as it is, so a file that could not
-    be patched restores, or fails, exactly as it would have. Raises :class:`OSError` when the
-    file cannot be read or written.
-    """
-    try:
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            with _mapped(f.fileno(), path) as buf:
-                # Only the TOC's pages are touched through the map (the TOC is small); the data
-                # blocks, all the rest of the file, are scanned through a bounded window.
-                toc = _parse_toc(buf, path)
-                if not any(e.offset_state == OFFSET_NOT_SET for e in toc.entries):
-                    return True
-                try:
-                    positions = _block_positions(_Window(f.fileno(), size), toc.data_start)
-                except _Malformed as exc:
-                    raise ArchiveFormatError(f"data blocks: {exc}", path=str(path)) from None
-                start, patched = _patched_toc(buf, toc, positions, path)
-    except ArchiveFormatError as exc:
-        log.debug("data offsets not filled: %s", exc)
-        return False
-    with path.open("r+b") as f:
-        if os.fstat(f.fileno()).st_size != size:
-            log.debug("data offsets not filled: %s changed size while it was read", path)
-            return False
-        f.seek(start)
-        f.write(patched)
-    return True
-
-
 @contextlib.contextmanager
 def _mapped(fd: int, path: Path) -> Iterator[mmap.mmap]:
     """The file open on ``fd``, mapped read-only, for the TOC: the pages read are resident, so
-    nothing that reads the whole file goes through this (see :class:`_Window`)."""
+    nothing that reads the whole file goes through this."""
     if os.fstat(fd).st_size == 0:  # which mmap refuses to map
         raise ArchiveFormatError("empty file, not a pg_dump archive", path=str(path))
     with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
@@ -552,136 +505,3 @@ def _parse_entries(cur: _Cursor, version: tuple[int, int, int], fmt: int) -> tup
 
 def _latin1(value: bytes | None) -> str:
     return "" if value is None else value.decode("latin-1")
-
-
-SCAN_WINDOW = 1 << 20
-"""Bytes of the archive :func:`fill_data_offsets` holds at a time while it scans the data.
-
-Mapping the whole file made every page it touched resident: peak RSS grew with the database
-(883 MB on a 1.1 GB one). Reading windows of this size keeps it flat at no measurable cost."""
-
-
-class _Window:
-    """Up to :data:`SCAN_WINDOW` bytes of an open file, from ``base``: what the scan of the data
-    blocks reads through, refilled (by ``pread``) when it needs bytes outside."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
-        self.size = size
-        self.base = 0
-        self.buf = b""
-
-    def at(self, pos: int) -> bytes:
-        """Refill from ``pos``; the buffer is short (under an int) only at the end of the file."""
-        self.base = pos
-        self.buf = os.pread(self.fd, SCAN_WINDOW, pos) if pos < self.size else b""
-        return self.buf
-
-
-def _block_positions(win: _Window, start: int) -> dict[int, int]:
-    """Dump id → position of every data block from ``start`` to the end of the file, which must
-    end exactly after the last block."""
-    end = win.size
-    positions: dict[int, int] = {}
-    unpack = _INT.unpack_from
-    pos = block = start
-    try:
-        while pos < end:
-            block = pos
-            buf = win.buf
-            local = pos - win.base
-            if local < 0 or local + 1 + _INT.size > len(buf):
-                buf, local = win.at(pos), 0
-            kind = buf[local]
-            if kind not in (_BLOCK_DATA, _BLOCK_LARGE_OBJECTS):
-                raise _Malformed(f"data block of unknown type {kind}", block)
-            sign, dump_id = unpack(buf, local + 1)
-            if sign or dump_id == 0 or dump_id in positions:
-                raise _Malformed(f"data block of dump id {-dump_id if sign else dump_id}", block)
-            positions[dump_id] = block
-            pos += 1 + _INT.size
-            if kind == _BLOCK_DATA:
-                pos = _skip_chunks(win, pos)
-                continue
-            while True:  # large objects: oid, chunks, … oid 0
-                local = pos - win.base
-                if local < 0 or local + _INT.size > len(win.buf):
-                    win.at(pos)
-                    local = 0
-                sign, oid = unpack(win.buf, local)
-                if sign > 1:
-                    raise _Malformed(f"large object oid with sign byte {sign}", pos)
-                pos += _INT.size
-                # pg_dump writes an oid >= 2^31 as a negative int: only 0 ends the list.
-                if oid == 0:
-                    break
-                pos = _skip_chunks(win, pos)
-    except struct.error:
-        # Every read goes through unpack_from, which checks bounds: a block cut short, or a
-        # length running past the end of the file (the window comes back short), ends here.
-        raise _Malformed("file ends inside the data block", block) from None
-    return positions
-
-
-def _skip_chunks(win: _Window, pos: int) -> int:
-    """The position after the chunks starting at ``pos`` and their zero-length end; raises
-    struct.error past the end of the file.
-
-    This loop runs once per chunk, and pg_dump --compress=0 writes a chunk per row: it is kept
-    to the bare minimum of work per step (one unpack, one test, one bounds test), which matters
-    on large dumps. Positions in the window are relative to its base; a chunk longer than the
-    window is skipped without reading it.
-    """
-    unpack = _INT.unpack_from
-    buf, base = win.buf, win.base
-    limit = len(buf) - _INT.size  # the last window position an int fits at
-    while True:
-        local = pos - base
-        if local < 0 or local > limit:
-            buf, base = win.at(pos), pos
-            limit, local = len(buf) - _INT.size, 0
-        sign, length = unpack(buf, local)
-        if sign or not length:
-            if sign:
-                raise _Malformed(f"chunk of negative length -{length}", pos)
-            return pos + _INT.size
-        pos += _INT.size + length
-
-
-def _patched_toc(
-    buf: mmap.mmap, toc: ArchiveToc, positions: Mapping[int, int], path: Path
-) -> tuple[int, bytes]:
-    """Where to write and what: the span of the TOC from the first to the last offset field to
-    fill, with every "not set" offset set to its block's position."""
-    data_entries = {e.dump_id for e in toc.entries if e.has_data}
-    strays = sorted(set(positions) - data_entries)
-    if strays:
-        raise ArchiveFormatError(
-            f"data blocks for dump ids {strays} that no TOC entry with data has", path=str(path)
-        )
-    todo: list[TocEntry] = []
-    for entry in toc.entries:
-        if not entry.has_data:
-            continue
-        found = positions.get(entry.dump_id)
-        if found is None:
-            raise ArchiveFormatError(
-                f"no data block for TOC entry {entry.dump_id} ({entry.desc} {entry.tag})",
-                path=str(path),
-            )
-        if entry.offset_state == OFFSET_SET and entry.position != found:
-            raise ArchiveFormatError(
-                f"TOC entry {entry.dump_id} ({entry.desc} {entry.tag}) says its data is at "
-                f"{entry.position}, its block is at {found}",
-                path=str(path),
-            )
-        if entry.offset_state == OFFSET_NOT_SET:
-            todo.append(entry)
-    start = todo[0].offset_at
-    span = bytearray(buf[start : todo[-1].offset_at + 1 + _OFF_SIZE])
-    for entry in todo:
-        at = entry.offset_at - start
-        span[at : at + 1 + _OFF_SIZE] = bytes([OFFSET_SET]) + positions[entry.dump_id].to_bytes(
-            _OFF_SIZE, "little"
-        )
-    return start, bytes(span)
