@@ -397,7 +397,10 @@ class _PgDumpRun(SourceRun):
                 params += [_name_regex(schema_part), _name_regex(name_part)]
         # Only fixed clauses are joined here; every user-given pattern is a bound parameter.
         sql = (
-            f"SELECT n.nspname, c.relname, {_ESTIMATE}, s.n_live_tup, "  # noqa: S608
+            # pg_stat_get_live_tuples is what pg_stat_all_tables.n_live_tup reads; joining the
+            # view instead computed its two dozen columns for every relation: 3 ms of a
+            # database's 10 ms listing, paid by each database of a many-database run.
+            f"SELECT n.nspname, c.relname, {_ESTIMATE}, pg_stat_get_live_tuples(c.oid), "  # noqa: S608
             # The size functions lock the table: a partitioned one, which has no storage, is
             # left to pg_dump, which takes its locks itself (and gives up per lock_wait_timeout).
             "CASE WHEN c.relkind = 'p' THEN 0 ELSE pg_total_relation_size(c.oid) END, "
@@ -405,7 +408,6 @@ class _PgDumpRun(SourceRun):
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "CROSS JOIN LATERAL (SELECT CASE WHEN c.relkind = 'p' THEN 0 "
             "ELSE pg_relation_size(c.oid) END AS main_bytes) z "
-            "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
             "LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid "
             "LEFT JOIN pg_class pc ON pc.oid = i.inhparent "
             "LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
