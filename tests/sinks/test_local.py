@@ -49,6 +49,19 @@ def test_nothing_visible_before_commit_and_abort_cleans_up(tmp_path: Path) -> No
     assert sink.read_bytes("a/b") == b"hello"
 
 
+def test_sealed_write_is_durable_and_takes_no_more_data(tmp_path: Path) -> None:
+    """Seal fsyncs the temporary file (commit then only publishes) and refuses later data, so
+    a stage that wrote after the end of its stream fails instead of publishing a torn object."""
+    sink = LocalSink(tmp_path)
+    writer = sink.open_writer("a/b")
+    writer.write(b"hello")
+    writer.seal()
+    with pytest.raises(SinkError, match="after it was sealed"):
+        writer.write(b" more")
+    writer.commit()
+    assert sink.read_bytes("a/b") == b"hello"
+
+
 def test_missing_object_and_bad_keys(tmp_path: Path) -> None:
     """Reading a missing key raises ObjectNotFoundError; '..' keys are refused."""
     sink = LocalSink(tmp_path)

@@ -270,6 +270,10 @@ def _start_chain(
             art.writer.write(chunk)
             if progress is not None:
                 progress.advance(stored=len(chunk))
+        # Durable now, while other streams still flow: the commits, which must wait for the
+        # source's success, then only publish (a hundred databases' fsyncs, in a row at the
+        # end, were a tail of 0.2-0.4 s with the cores idle).
+        art.writer.seal()
 
     flow.spawn(f"store-{art.stream.name}", store)
 

@@ -69,6 +69,12 @@ class ObjectWriter(abc.ABC):
     def write(self, data: bytes) -> None:
         """Append ``data`` to the object being written."""
 
+    def seal(self) -> None:
+        """No more data will come: do ahead what :meth:`commit` would do before publishing
+        (make the bytes durable), so that the commit, which may wait for other objects, only
+        publishes. Optional; by default it does nothing, and commit does all the work."""
+        return  # optional on purpose: a sink without it loses nothing
+
     @abc.abstractmethod
     def commit(self) -> None:
         """Make the object visible under its key, complete and durable."""
@@ -206,6 +212,9 @@ class _CheckedWriter(ObjectWriter):
 
     def write(self, data: bytes) -> None:
         self._inner.write(data)
+
+    def seal(self) -> None:
+        self._inner.seal()
 
     def commit(self) -> None:
         try:

@@ -160,6 +160,9 @@ class FanoutWriter(ObjectWriter):
     def write(self, data: bytes) -> None:
         self._each("writing", lambda writer: writer.write(data))
 
+    def seal(self) -> None:
+        self._each("writing", lambda writer: writer.seal())
+
     def commit(self) -> None:
         self._each("committing", lambda writer: writer.commit())
 

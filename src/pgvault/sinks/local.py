@@ -293,6 +293,7 @@ class _LocalWriter(ObjectWriter):
             ) from exc
         os.fchmod(fd, 0o600)
         self._fd: int | None = fd
+        self._sealed = False
 
     def _fail(self, exc: OSError, doing: str) -> SinkError:
         self.abort()
@@ -301,6 +302,8 @@ class _LocalWriter(ObjectWriter):
     def write(self, data: bytes) -> None:
         if self._fd is None:
             raise SinkError(f"local sink: write to {self._target} after it was closed")
+        if self._sealed:
+            raise SinkError(f"local sink: write to {self._target} after it was sealed")
         view = memoryview(data)
         try:
             while view:
@@ -309,11 +312,21 @@ class _LocalWriter(ObjectWriter):
         except OSError as exc:
             raise self._fail(exc, "cannot write") from exc
 
+    def seal(self) -> None:
+        if self._fd is None:
+            raise SinkError(f"local sink: seal of {self._target} after it was closed")
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise self._fail(exc, "cannot write") from exc
+        self._sealed = True
+
     def commit(self) -> None:
         if self._fd is None:
             raise SinkError(f"local sink: commit of {self._target} after it was closed")
         try:
-            os.fsync(self._fd)
+            if not self._sealed:
+                os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
             if self._exclusive:

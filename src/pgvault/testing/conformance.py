@@ -194,6 +194,24 @@ class SinkConformanceTests:
             raise
         assert sink.read_bytes(key) == data
 
+    def test_sealed_object_is_invisible_until_commit(self, sink: Sink, prefix: str) -> None:
+        """A sealed write (the pipeline seals each artifact as its stream ends) is still
+        invisible; commit then publishes it whole, and an abort instead leaves nothing."""
+        key = prefix + "sealed.bin"
+        data = _payload(3 * MIB + 7, seed=5)
+        writer = sink.open_writer(key)
+        for chunk in _chunks(data, MIB):
+            writer.write(chunk)
+        writer.seal()
+        assert sink.list(prefix) == []
+        writer.commit()
+        assert sink.read_bytes(key) == data
+        dropped = sink.open_writer(prefix + "sealed-then-aborted.bin")
+        dropped.write(b"never published")
+        dropped.seal()
+        dropped.abort()
+        assert sink.list(prefix) == [ObjectInfo(key, len(data))]
+
     def test_abort_leaves_nothing(self, sink: Sink, prefix: str) -> None:
         """An aborted write (several parts in) leaves no object, and any leftover is removable."""
         key = prefix + "aborted.bin"
