@@ -24,6 +24,8 @@ class Sample:
     max_rss_mb: float
     """Largest resident set of any single process in the tree."""
     output_bytes: int | None = None
+    server_cpu: float | None = None
+    """CPU seconds the PostgreSQL server spent meanwhile, when asked for (see :func:`run`)."""
 
 
 GNU_TIME = "/usr/bin/time"
@@ -68,6 +70,7 @@ def run(
     *,
     shell: bool = False,
     reap_orphans: bool = False,
+    server_pid: int | None = None,
 ) -> Sample:
     """Run ``argv`` (a bash pipeline when ``shell``), fail loudly on a non-zero exit.
 
@@ -77,10 +80,15 @@ def run(
     The command runs under GNU ``time``: Linux carries a parent's peak RSS over fork and exec, so
     a child forked straight from this (large) Python process would report our memory, not its
     own. ``time`` is a small process, so the peak it reports is the command's.
+
+    With ``server_pid`` (a postmaster's) the sample also carries the server's CPU meanwhile:
+    the postmaster's own and that of the children it reaped (the command's backends, once
+    their connections close). Its long-lived helpers (checkpointer, writers) are not counted.
     """
     cmd = ["bash", "-o", "pipefail", "-c", argv[0]] if shell else list(argv)
     if reap_orphans:
         cmd = ["/usr/bin/python3", "-c", _REAPER, *cmd]
+    server_before = _server_cpu(server_pid) if server_pid else None
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         start = time.perf_counter()
         proc = subprocess.run(
@@ -96,7 +104,23 @@ def run(
                 f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}"
             )
         max_rss_kb, user, system = report.read().split()[-3:]
-    return Sample(wall=wall, cpu=float(user) + float(system), max_rss_mb=int(max_rss_kb) / 1024)
+    server = None
+    if server_pid and server_before is not None:
+        time.sleep(0.2)  # the last backends exit (and are reaped) just after their client
+        server = _server_cpu(server_pid) - server_before
+    return Sample(
+        wall=wall,
+        cpu=float(user) + float(system),
+        max_rss_mb=int(max_rss_kb) / 1024,
+        server_cpu=server,
+    )
+
+
+def _server_cpu(pid: int) -> float:
+    """A process's CPU seconds plus those of its reaped children (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
 
 
 @attrs.frozen
@@ -109,6 +133,7 @@ class Result:
     max_rss_mb: float
     output_bytes: int | None
     reps: int
+    server_cpu: float | None = None
 
 
 def summarize(name: str, samples: list[Sample]) -> Result:
@@ -120,6 +145,11 @@ def summarize(name: str, samples: list[Sample]) -> Result:
         max_rss_mb=max(s.max_rss_mb for s in samples),
         output_bytes=samples[-1].output_bytes,
         reps=len(samples),
+        server_cpu=(
+            statistics.median(s.server_cpu for s in samples if s.server_cpu is not None)
+            if any(s.server_cpu is not None for s in samples)
+            else None
+        ),
     )
 
 

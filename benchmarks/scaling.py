@@ -2,7 +2,7 @@
 
     python -m benchmarks.scaling [--part datasets,scaling,many] [--size-gb 0.4] [--reps 3]
         [--sizes 0.25,1,4] [--tables 10,1000,10000] [--tables-gb 0.2]
-        [--databases 100] [--database-mb 10] [--jobs 2] [--backups 100]
+        [--databases 100] [--database-mb 10] [--many-jobs 2,1] [--backups 100]
 
 Three parts, each on a throwaway cluster of its own, each writing its results to
 ``benchmarks/results/<part>.json`` (``python -m benchmarks.run`` puts them in docs/benchmarks.md):
@@ -17,7 +17,8 @@ Three parts, each on a throwaway cluster of its own, each writing its results to
 * ``many``: ``--databases`` databases of ``--database-mb`` MB each, backed up by pgvault's
   all-databases source (``databases = ["*"]``, ``jobs``) against a shell loop of
   ``pg_dump -Fc -Z0 | zstd -3`` over every database with the same parallelism (``xargs -P``;
-  ``-Z0`` because compressing twice would make the loop slower than the script users write).
+  ``-Z0`` because compressing twice would make the loop slower than the script users write),
+  at each parallelism of ``--many-jobs``, with the server's CPU beside each command's.
   When the installed pgvault has no all-databases source, the shell side is measured alone and the
   results say so.
 * ``fixed``: what a command costs when there is no data: ``pgvault run`` of an empty database
@@ -122,15 +123,24 @@ class Bench:
         }
 
 
-def compare(commands: dict[str, str], reps: int, label: str) -> list[Result]:
-    """Every command ``reps`` times, alternating; medians in order."""
+def compare(
+    commands: dict[str, str], reps: int, label: str, server_pid: int | None = None
+) -> list[Result]:
+    """Every command ``reps`` times, alternating; medians in order. With ``server_pid`` (the
+    cluster's postmaster) each sample also has the server's CPU."""
     samples: dict[str, list[Sample]] = {name: [] for name in commands}
     for rep in range(reps):
         for name, command in commands.items():
-            s = run([command], shell=True)
+            s = run([command], shell=True, server_pid=server_pid)
             samples[name].append(s)
-            log(f"{label} rep {rep + 1}/{reps} {name}: {s.wall:.2f}s cpu {s.cpu:.2f}s")
+            server = f" server {s.server_cpu:.2f}s" if s.server_cpu is not None else ""
+            log(f"{label} rep {rep + 1}/{reps} {name}: {s.wall:.2f}s cpu {s.cpu:.2f}s{server}")
     return [summarize(name, samples[name]) for name in commands]
+
+
+def postmaster_pid(cluster: PostgresCluster) -> int:
+    """The cluster's postmaster (first line of ``postmaster.pid``)."""
+    return int((cluster.data / "postmaster.pid").read_text().split()[0])
 
 
 @contextmanager
@@ -221,7 +231,9 @@ def all_databases_supported(b: Bench) -> str | None:
 
 
 def many(args: argparse.Namespace) -> dict[str, Any]:
-    """``--databases`` small databases: pgvault's all-databases run against an xargs loop."""
+    """``--databases`` small databases: pgvault's all-databases run against an xargs loop, at
+    each parallelism of ``--many-jobs`` (the first is the one the target names)."""
+    jobs_list = [int(j) for j in str(args.many_jobs).split(",") if j.strip()]
     with bench() as b, load_watch() as load:
         rows = max(1, round(args.database_mb * 1e6 / 110))
         for i in range(args.databases):
@@ -244,26 +256,28 @@ def many(args: argparse.Namespace) -> dict[str, Any]:
         )
         psql = shutil.which("psql") or str(b.cluster.bindir / "psql")
         list_dbs = list_dbs.replace("psql", shlex.quote(psql), 1)
-        commands = {
-            f"pg_dump -Fc -Z0 | zstd -3 loop, xargs -P {args.jobs}": f"{list_dbs} | xargs -P "
-            f"{args.jobs} -n 1 bash -o pipefail -c {shlex.quote(one)}"
-        }
         missing = all_databases_supported(b)
-        if missing is None:
-            # zstd-3 alone: the same work as the loop (pgvault adds only its digests and globals).
-            cfg = b.pgvault_config(
-                "many", "postgres", f'databases = ["*"]\njobs = {args.jobs}\n', encrypt=False
+        commands: dict[str, str] = {}
+        for jobs in jobs_list:
+            commands[f"pg_dump -Fc -Z0 | zstd -3 loop, xargs -P {jobs}"] = (
+                f"{list_dbs} | xargs -P {jobs} -n 1 bash -o pipefail -c {shlex.quote(one)}"
             )
-            commands[f"pgvault run (all databases, jobs = {args.jobs}, zstd-3)"] = (
-                f"{shlex.quote(sys.executable)} -m pgvault run -q {cfg}"
-            )
-        else:
+            if missing is None:
+                # zstd-3 alone: the loop's work (pgvault adds its digests, globals, metadata).
+                cfg = b.pgvault_config(
+                    f"many{jobs}", "postgres", f'databases = ["*"]\njobs = {jobs}\n', encrypt=False
+                )
+                commands[f"pgvault run (all databases, jobs = {jobs}, zstd-3)"] = (
+                    f"{shlex.quote(sys.executable)} -m pgvault run -q {cfg}"
+                )
+        if missing is not None:
             log(f"pgvault has no all-databases source here: {missing}")
-        results = compare(commands, args.reps, "many")
+        results = compare(commands, args.reps, "many", server_pid=postmaster_pid(b.cluster))
     return {
         "databases": args.databases,
         "database_mb": args.database_mb,
-        "jobs": args.jobs,
+        "jobs": jobs_list[0],
+        "jobs_list": jobs_list,
         "reps": args.reps,
         "results": [attrs.asdict(r) for r in results],
         "pgvault_missing": missing,
@@ -317,12 +331,20 @@ def fixed_lines(data: dict[str, Any]) -> list[str]:
 
 
 def _cost_table(first: str, results: list[dict[str, Any]]) -> list[str]:
-    """A table of what each command cost: wall, CPU of the process tree, peak RSS."""
-    lines = [f"| {first} | wall (s) | CPU (s) | peak RSS (MB) |", "|---|---:|---:|---:|"]
+    """A table of what each command cost: wall, CPU of the process tree, peak RSS, and the
+    server's CPU where it was measured."""
+    server = any(r.get("server_cpu") is not None for r in results)
+    head = f"| {first} | wall (s) | CPU (s) | peak RSS (MB) |"
+    rule = "|---|---:|---:|---:|"
+    if server:
+        head, rule = head + " server CPU (s) |", rule + "---:|"
+    lines = [head, rule]
     for r in results:
-        lines.append(
-            f"| {_esc(r['name'])} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['max_rss_mb']:.0f} |"
-        )
+        line = f"| {_esc(r['name'])} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['max_rss_mb']:.0f} |"
+        if server:
+            value = r.get("server_cpu")
+            line += f" {value:.2f} |" if value is not None else " |"
+        lines.append(line)
     return lines
 
 
@@ -488,15 +510,28 @@ def scaling_svg(data: dict[str, Any]) -> str:
 
 def many_lines(data: dict[str, Any]) -> list[str]:
     """The many-databases table."""
+    jobs_list = data.get("jobs_list") or [data["jobs"]]
+    at_a_time = " or ".join(str(j) for j in jobs_list)
     lines = [
         f"## Many databases ({data['databases']} × {data['database_mb']} MB, "
-        f"{data['jobs']} at a time)",
+        f"{at_a_time} at a time)",
         "",
         "Measured by `python -m benchmarks.scaling --part many` "
-        f"({data['reps']} alternating repetitions, medians; {_load_text(data['load_average'])}).",
+        f"({data['reps']} alternating repetitions, medians; {_load_text(data['load_average'])}). "
+        "CPU is the command's process tree; server CPU is what the PostgreSQL server spent "
+        "meanwhile (its backends, reaped).",
         "",
         *_cost_table("method", data["results"]),
     ]
+    by_name = {r["name"]: r for r in data["results"]}
+    ratios = []
+    for jobs in jobs_list:
+        loop = by_name.get(f"pg_dump -Fc -Z0 | zstd -3 loop, xargs -P {jobs}")
+        mine = by_name.get(f"pgvault run (all databases, jobs = {jobs}, zstd-3)")
+        if loop and mine:
+            ratios.append(f"{mine['wall'] / loop['wall']:.2f}× the loop's wall at {jobs} at a time")
+    if ratios:
+        lines += ["", "pgvault: " + "; ".join(ratios) + " (target: ≤ 1.00×)."]
     if data.get("note"):  # added by hand to saved results, e.g. which pgvault was measured
         lines += ["", str(data["note"])]
     if data.get("pgvault_missing"):
@@ -547,7 +582,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tables-gb", type=float, default=0.2, help="GB the table counts hold")
     parser.add_argument("--databases", type=int, default=100)
     parser.add_argument("--database-mb", type=float, default=10)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--many-jobs",
+        default="2,1",
+        help="databases at a time in `many`, the target's first (the others show the headroom)",
+    )
     parser.add_argument("--backups", type=int, default=100, help="backups listed by `fixed`")
     parser.add_argument("--reps-fixed", type=int, default=10, help="repetitions of `fixed`")
 

@@ -103,3 +103,26 @@ def test_basebackup_report_gives_ratios_to_pgvault() -> None:
     text = "\n".join(basebackup.report_lines(data))
     assert f"| pgbackrest | 5.00 | 1.25{X} | 2.00 | 24 | 70 |" in text
     assert f"| pgbackrest restore | 6.00 | 0.60{X} | 2.30 | 2.50 | 70 |" in text
+
+
+def test_many_databases_report_gives_each_parallelism_its_ratio_and_the_server_cpu() -> None:
+    loop, mine = "pg_dump -Fc -Z0 | zstd -3 loop, xargs -P", "pgvault run (all databases, jobs ="
+    data = {
+        "databases": 100,
+        "database_mb": 10,
+        "jobs": 2,
+        "jobs_list": [2, 1],
+        "reps": 5,
+        "load_average": LOAD,
+        "results": [
+            {**result(f"{loop} 2", 10.0, 9.0), "server_cpu": 12.0},
+            {**result(f"{mine} 2, zstd-3)", 11.0, 10.0), "server_cpu": 13.5},
+            {**result(f"{loop} 1", 20.0, 9.0), "server_cpu": 12.0},
+            {**result(f"{mine} 1, zstd-3)", 19.0, 10.0), "server_cpu": 13.5},
+        ],
+        "pgvault_missing": None,
+    }
+    text = "\n".join(scaling.many_lines(data))
+    assert f"(100 {X} 10 MB, 2 or 1 at a time)" in text
+    assert f"| {mine} 2, zstd-3) | 11.00 | 10.00 | 70 | 13.50 |" in text
+    assert f"1.10{X} the loop's wall at 2 at a time; 0.95{X} the loop's wall at 1 at a time" in text
