@@ -12,9 +12,10 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pgvault.exceptions import ConfigError, SourceError, SourceUnavailableError
 from pgvault.postgres.conninfo import make_conninfo, parse_conninfo
@@ -323,9 +324,10 @@ PIPE_CAPACITY = 1 << 20
 """What :func:`widen_pipe` asks for: one chunk (``sources.api.CHUNK_SIZE``) at a time."""
 
 
-def widen_pipe(fd: int) -> None:
+def widen_pipe(fd: int) -> int:
     """Ask Linux for a pipe of :data:`PIPE_CAPACITY` on ``fd``, silently keeping the default
-    (64 KiB) where the system refuses (other systems, a lowered ``pipe-max-size``).
+    (64 KiB) where the system refuses (other systems, a lowered ``pipe-max-size``); return the
+    capacity it has (0 where that cannot be known).
 
     A client tool writes its archive in small pieces: with the default capacity a reader wakes
     for each of them; with 1 MiB it finds many at a time. Reading ``pg_dump -Fc -Z0`` of a
@@ -334,6 +336,46 @@ def widen_pipe(fd: int) -> None:
     import fcntl
 
     command = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
-    if command is not None:
+    if command is None:
+        return 0
+    try:
+        return int(fcntl.fcntl(fd, command, PIPE_CAPACITY))
+    except OSError:
         with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, command, PIPE_CAPACITY)
+            return int(fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", 1032)))
+        return 0
+
+
+_SHORT_READ = 64 << 10
+_NAP = 0.001
+
+
+def pipe_chunks(pipe: IO[bytes], capacity: int, size: int) -> Iterator[bytes]:
+    """The bytes of ``pipe`` (a child's stdout) in chunks of ``size``, the last one shorter.
+
+    A reader faster than its writer wakes for every one of the writer's small writes
+    (``pg_dump`` writes 4 KiB at a time): 70,000 wake-ups, paid by both processes, for a
+    hundred 10 MB databases. So after a short read it naps for a millisecond while the pipe
+    fills; a pipe of ``capacity`` 1 MiB holds about 7 ms of pg_dump's fastest output, so the
+    writer never waits for it. A narrower pipe is read without naps (it would fill, and stall
+    the writer). Measured on 100 databases of 10 MB: a twelfth of the reads; the reading CPU
+    1.75-1.89 → 1.45-1.49 s (its thread), pg_dump's 3.79-4.11 → 3.55-3.68 s.
+    """
+    nap = capacity >= PIPE_CAPACITY
+    # A BufferedReader's read1 makes one read at most (its read loops until ``size``).
+    read1: Callable[[int], bytes] = getattr(pipe, "read1", pipe.read)
+    while True:
+        pieces: list[bytes] = []
+        filled = 0
+        while filled < size:
+            piece: bytes = read1(size - filled)
+            if not piece:
+                break
+            pieces.append(piece)
+            filled += len(piece)
+            if nap and len(piece) < _SHORT_READ and filled < size:
+                time.sleep(_NAP)
+        if filled:
+            yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if filled < size:
+            return

@@ -37,6 +37,7 @@ from pgvault.postgres.client import (
     exit_description,
     find_binary,
     first_line,
+    pipe_chunks,
     pipe_into,
     quote_ident,
     split_dsn,
@@ -543,20 +544,17 @@ class _PgDumpRun(SourceRun):
         except OSError as exc:
             raise SourceError(f"cannot run {binary}: {exc.strerror}") from None
         assert proc.stdout is not None
-        widen_pipe(proc.stdout.fileno())
+        capacity = widen_pipe(proc.stdout.fileno())
         err = _Collector(proc.stderr)
         self._procs.append((name, proc, err))
-        chunks = self._read(proc, err, binary)
+        chunks = self._read(proc, err, binary, capacity)
         self._streams.append(SourceStream(name=name, chunks=chunks, role=role))
 
-    def _read(self, proc: subprocess.Popen[bytes], err: _Collector, binary: str) -> Iterator[bytes]:
+    def _read(
+        self, proc: subprocess.Popen[bytes], err: _Collector, binary: str, capacity: int
+    ) -> Iterator[bytes]:
         assert proc.stdout is not None
-        read = proc.stdout.read
-        while True:
-            chunk = read(CHUNK_SIZE)
-            if not chunk:
-                break
-            yield chunk
+        yield from pipe_chunks(proc.stdout, capacity, CHUNK_SIZE)
         rc = proc.wait()
         stderr = err.text(timeout=10)
         if rc != 0:
