@@ -174,7 +174,7 @@ def datasets(args: argparse.Namespace) -> dict[str, Any]:
             log(f"{kind}: {size / 1e9:.2f} GB on disk")
             commands = b.commands(db)
             run([commands[LIMIT]], shell=True)  # warm the page cache
-            results = compare(commands, args.reps, kind)
+            results = compare(commands, args.reps, kind, server_pid=postmaster_pid(b.cluster))
             profile = stages.measure(b.pgvault_config(f"prof_{db}", db), top=10)
             rows.append(
                 {
@@ -368,8 +368,11 @@ def dataset_lines(data: dict[str, Any]) -> list[str]:
         f"{data['size_gb']:g} GB; {data['reps']} alternating repetitions, medians; "
         f"{_load_text(data['load_average'])}). *× limit* is wall time against "
         f"`{LIMIT}`, *× pipeline* against the shell pipeline doing the same work, *CPU × "
-        "pipeline* the process tree's CPU against the pipeline's. Targets: pgvault within "
-        "1.10× the limit, CPU within 1.3× the pipeline's.",
+        "pipeline* the process tree's CPU against the pipeline's; *server CPU* what the "
+        "PostgreSQL server spent meanwhile. Targets: pgvault within 1.10× the limit, CPU within "
+        "1.3× the pipeline's. The *2-core floor* is (CPU + server CPU) / 2: no schedule on two "
+        "cores finishes sooner, so where it is above 1.10× the limit, the target cannot be met "
+        "on this machine by any client doing that work.",
     ]
     for row in data["rows"]:
         by = {r["name"]: r for r in row["results"]}
@@ -379,23 +382,30 @@ def dataset_lines(data: dict[str, Any]) -> list[str]:
             f"### {row['dataset']} ({row['db_bytes'] / 1e9:.2f} GB on disk)",
             "",
             "| method | wall (s) | × limit | × pipeline | CPU (s) | CPU × pipeline | "
-            "peak RSS (MB) |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "peak RSS (MB) | server CPU (s) | 2-core floor (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in row["results"]:
+            server = r.get("server_cpu")
+            extra = (
+                f" {server:.2f} | {(r['cpu'] + server) / 2:.2f} |" if server is not None else " | |"
+            )
             lines.append(
                 f"| {_esc(r['name'])} | {r['wall']:.2f} | {r['wall'] / limit['wall']:.2f}× | "
                 f"{r['wall'] / pipe['wall']:.2f}× | {r['cpu']:.2f} | "
-                f"{r['cpu'] / pipe['cpu']:.2f}× | {r['max_rss_mb']:.0f} |"
+                f"{r['cpu'] / pipe['cpu']:.2f}× | {r['max_rss_mb']:.0f} |{extra}"
             )
         ours = by[PGVAULT]
-        lines += [
-            "",
+        verdict = (
             f"pgvault: {ours['wall'] / limit['wall']:.2f}× the limit "
             f"({'met' if ours['wall'] <= 1.10 * limit['wall'] else 'missed'}), CPU "
             f"{ours['cpu'] / pipe['cpu']:.2f}× the pipeline's "
-            f"({'met' if ours['cpu'] <= 1.3 * pipe['cpu'] else 'missed'}).",
-        ]
+            f"({'met' if ours['cpu'] <= 1.3 * pipe['cpu'] else 'missed'})"
+        )
+        if ours.get("server_cpu") is not None:
+            floor = (ours["cpu"] + ours["server_cpu"]) / 2
+            verdict += f"; its 2-core floor is {floor / limit['wall']:.2f}× the limit"
+        lines += ["", verdict + "."]
     lines += [
         "",
         "### Profile summary (where pgvault's CPU goes)",
