@@ -14,31 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import dataset
+from benchmarks import dataset, measure
 from pgvault.postgres.cluster import PostgresCluster
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid):
-    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
 
 
 def server_cpu(cluster):
-    """Postmaster's own and reaped children's CPU, plus its live children's: exited backends
-    are counted through cutime/cstime once the postmaster has reaped them."""
-    pm = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    st = _stat(pm)
-    total = sum(int(x) for x in st[11:15])
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cst = _stat(d.name)
-            except OSError:
-                continue
-            if int(cst[1]) == pm:
-                total += int(cst[11]) + int(cst[12])
-    return total / TICK
+    """The server's CPU so far (see :func:`benchmarks.measure.server_cpu`)."""
+    return measure.server_cpu(int((cluster.data / "postmaster.pid").read_text().split()[0]))
 
 
 c = PostgresCluster()

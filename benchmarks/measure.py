@@ -81,14 +81,14 @@ def run(
     a child forked straight from this (large) Python process would report our memory, not its
     own. ``time`` is a small process, so the peak it reports is the command's.
 
-    With ``server_pid`` (a postmaster's) the sample also carries the server's CPU meanwhile:
-    the postmaster's own and that of the children it reaped (the command's backends, once
-    their connections close). Its long-lived helpers (checkpointer, writers) are not counted.
+    With ``server_pid`` (a postmaster's) the sample also carries the server's CPU meanwhile
+    (:func:`server_cpu`: the command's backends, once their connections close, and the
+    server's own helpers).
     """
     cmd = ["bash", "-o", "pipefail", "-c", argv[0]] if shell else list(argv)
     if reap_orphans:
         cmd = ["/usr/bin/python3", "-c", _REAPER, *cmd]
-    server_before = _server_cpu(server_pid) if server_pid else None
+    server_before = server_cpu(server_pid) if server_pid else None
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         start = time.perf_counter()
         proc = subprocess.run(
@@ -107,7 +107,7 @@ def run(
     server = None
     if server_pid and server_before is not None:
         time.sleep(0.2)  # the last backends exit (and are reaped) just after their client
-        server = _server_cpu(server_pid) - server_before
+        server = server_cpu(server_pid) - server_before
     return Sample(
         wall=wall,
         cpu=float(user) + float(system),
@@ -116,11 +116,26 @@ def run(
     )
 
 
-def _server_cpu(pid: int) -> float:
-    """A process's CPU seconds plus those of its reaped children (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+def server_cpu(pid: int) -> float:
+    """CPU seconds of a postmaster ``pid`` and of every child it has: those it has reaped
+    (exited backends, through its ``cutime``/``cstime``) and those still running (their own
+    ``utime``/``stime``: the checkpointer, the writers, backends not yet gone)."""
+    total = sum(int(f) for f in _stat(pid)[11:15])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the state is the first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 @attrs.frozen
