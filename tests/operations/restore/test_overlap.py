@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import pgvault
-from pgvault.operations.restore.overlap import data_shares
+from pgvault.operations.restore.overlap import EarlyPostData, data_shares
 from pgvault.postgres.archive import TocEntry, read_toc
 from pgvault.testing import PostgresCluster
 from tests.conftest import snapshot_database
@@ -40,6 +40,11 @@ CREATE TABLE public.measure_2023 PARTITION OF public.measure
     FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
 CREATE TABLE public.measure_rest PARTITION OF public.measure DEFAULT;
 INSERT INTO public.measure SELECT date '2022-06-01' + i % 700, i FROM generate_series(1, 5000) i;
+-- A partitioned index (its partitions' indexes attach to it) and a materialized view with an
+-- index: neither may be built before the final pass.
+CREATE INDEX measure_by_v ON public.measure (v);
+CREATE MATERIALIZED VIEW public.big_days AS SELECT born, count(*) AS n FROM public.big GROUP BY 1;
+CREATE UNIQUE INDEX big_days_born ON public.big_days (born);
 CREATE SEQUENCE public."Counter";
 SELECT setval('public."Counter"', 987);
 SELECT lo_from_bytea(0, convert_to(repeat('large object ', 500), 'UTF8'));
@@ -94,6 +99,15 @@ def test_a_single_archive_restores_in_parallel_shares(
         return dealt[-1]
 
     monkeypatch.setattr(loading, "data_shares", watched)
+    early: list[list[str]] = []
+    after = EarlyPostData.after
+
+    def watched_after(self: EarlyPostData, share: int) -> list[TocEntry]:
+        ready = after(self, share)
+        early.append([f"{e.desc} {e.tag}" for e in ready])
+        return ready
+
+    monkeypatch.setattr(EarlyPostData, "after", watched_after)
     work = tmp_path / "work"
     work.mkdir()
     target = "lopsided_copy"
@@ -103,6 +117,12 @@ def test_a_single_archive_restores_in_parallel_shares(
     [shares] = dealt
     data = [[e.tag for e in share if e.has_data] for share in shares]
     assert ["big"] in data and len(data) == 2
+    # The share that ends first has its tables' keys and indexes built while the other loads;
+    # the foreign key, which needs big's key, waits for the final pass.
+    assert len(early) == 2 and early[1] == []
+    if "CONSTRAINT big big_pkey" not in early[0]:  # the small share ended first
+        assert "INDEX child_by_big" in early[0] and "CONSTRAINT tiny tiny_pkey" in early[0]
+    assert not any(item.startswith("FK CONSTRAINT") for item in early[0])
     assert list(work.iterdir()) == []
     pg_cluster.drop_database(target)
 
@@ -204,3 +224,39 @@ def test_shares_deal_every_data_entry_once_in_archive_order(
     weights[("", "BLOBS")] = 1
     [alone] = data_shares(toc, None, weights, 2)
     assert [e.tag for e in alone if e.has_data] == [e.tag for e in toc.entries if e.has_data]
+
+
+def test_early_post_data_needs_its_tables_loaded_and_nothing_of_the_post_data(
+    pg_cluster: PostgresCluster, source_db: str, tmp_path: Path
+) -> None:
+    """Once a share is in, only indexes and keys whose every table is loaded may run: not a
+    foreign key (it needs the other table's key), not a partitioned table's index (its
+    partitions attach to it), not a table of the share still loading; and nothing once the
+    last share is in (the final pass builds those several at a time)."""
+    dump = tmp_path / "src.pgdump"
+    pg_dump = str(pg_cluster.bindir / "pg_dump")
+    subprocess.run([pg_dump, "-Fc", "-f", str(dump), pg_cluster.dsn(source_db)], check=True)
+    toc = read_toc(dump)
+    weights = {("public", "big"): 8_000_000}
+    shares = data_shares(toc, None, weights, 2)
+    big_share = next(
+        k for k, share in enumerate(shares) if any(e.has_data and e.tag == "big" for e in share)
+    )
+    small = 1 - big_share
+    early = EarlyPostData(toc, None, shares)
+    ready = {(e.desc, e.tag) for e in early.after(small)}
+    assert ("INDEX", "child_by_big") in ready
+    assert ("CONSTRAINT", "tiny tiny_pkey") in ready
+    assert ("CONSTRAINT", 'Child "Rows" Child "Rows"_pkey') in ready
+    assert ("CONSTRAINT", "big big_pkey") not in ready  # big is still loading
+    assert not [kind for kind, _tag in ready if kind not in ("INDEX", "CONSTRAINT")]
+    assert ("INDEX", "measure_by_v") not in ready  # on the partitioned table: no data of its own
+    assert ("INDEX", "big_days_born") not in ready  # on a materialized view
+    assert ("INDEX", "measure_2023_v_idx") not in ready  # a partition's: needs the parent's
+    assert early.started == {e.dump_id for e in toc.entries if (e.desc, e.tag) in ready}
+    assert early.after(big_share) == []  # the last share: the final pass does the rest
+    # A selection keeps its own: what it leaves out never runs early.
+    chosen = frozenset(e.dump_id for e in toc.entries if e.tag != "child_by_big")
+    selective = EarlyPostData(toc, chosen, shares)
+    picked = {(e.desc, e.tag) for e in selective.after(small)}
+    assert picked == ready - {("INDEX", "child_by_big")}

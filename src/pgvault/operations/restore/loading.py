@@ -19,7 +19,12 @@ import attrs
 
 from pgvault.exceptions import ArchiveFormatError, RestoreError
 from pgvault.operations.restore.options import RestoreOptions
-from pgvault.operations.restore.overlap import data_shares, restore_overlapped, table_weights
+from pgvault.operations.restore.overlap import (
+    EarlyPostData,
+    data_shares,
+    restore_overlapped,
+    table_weights,
+)
 from pgvault.operations.restore.selection import RestorePlan, listing, plan_restore
 from pgvault.operations.restore.target import DatabaseTarget
 from pgvault.postgres.archive import ArchiveToc, map_tablespaces, read_toc_stream
@@ -167,26 +172,67 @@ def restore_archives(
             if text == "":
                 continue  # a partial restore needs nothing from this data archive
             parts.append((part.path, [*base, *_use_list(Path(lists) / f"data-{i}.list", text)]))
-        shares: list[list[str]] | None = None
+        shares: _Shares | None = None
         if opts.jobs > 1 and fmt == "custom" and not data_parts and plans is not None:
             shares = _data_shares(plans, manifest, opts.jobs, base, Path(lists))
-        _restore_pg_archives(main.path, main_base, parts, fmt, opts, stream, env, manifest, shares)
+        _restore_pg_archives(
+            main.path, main_base, parts, fmt, opts, stream, env, manifest, shares, base
+        )
+
+
+@attrs.frozen
+class _Shares:
+    """A single archive's parallel load: pg_restore's argv for each share of its data (see
+    :mod:`.overlap`), the early post-data after each, and the final post-data's list."""
+
+    data: list[list[str]]
+    after: Callable[[int], list[str] | None]
+    final_list: Callable[[], list[str] | None]
+    """The final post-data's ``--use-list`` flag once some entries ran early, else None."""
 
 
 def _data_shares(
     plans: Plans, manifest: Manifest, jobs: int, base: list[str], lists: Path
-) -> list[list[str]] | None:
-    """pg_restore's argv for each share of a single archive's data (see :mod:`.overlap`), None
-    when the archive's TOC is unknown."""
-    if plans.main_toc is None:
+) -> _Shares | None:
+    """How a single archive loads in parallel (see :mod:`.overlap`), None when the archive's
+    TOC is unknown."""
+    toc = plans.main_toc
+    if toc is None:
         return None
     selected = plans.main.entries if plans.main_list() is not None else None
     weights = table_weights(manifest.source)
-    shares = data_shares(plans.main_toc, selected, weights, jobs)
-    return [
-        [*base, "--section=data", *_use_list(lists / f"share-{k}.list", listing(share))]
-        for k, share in enumerate(shares)
-    ]
+    shares = data_shares(toc, selected, weights, jobs)
+    early = EarlyPostData(toc, selected, shares)
+
+    def after(k: int) -> list[str] | None:
+        ready = early.after(k)
+        if not ready:
+            return None
+        log.debug("post-data of %d entries starts after share %d", len(ready), k)
+        return [
+            *base,
+            "--section=post-data",
+            *_use_list(lists / f"post-after-{k}.list", listing(ready)),
+        ]
+
+    def final_list() -> list[str] | None:
+        if not early.started:
+            return None
+        rest = [
+            e
+            for e in toc.entries
+            if (selected is None or e.dump_id in selected) and e.dump_id not in early.started
+        ]
+        return _use_list(lists / "post-final.list", listing(rest))
+
+    return _Shares(
+        [
+            [*base, "--section=data", *_use_list(lists / f"share-{k}.list", listing(share))]
+            for k, share in enumerate(shares)
+        ],
+        after,
+        final_list,
+    )
 
 
 def _use_list(path: Path, text: str | None) -> list[str]:
@@ -206,11 +252,13 @@ def _restore_pg_archives(
     stream: Callable[[str], Iterator[bytes]],
     env: dict[str, str],
     manifest: Manifest,
-    shares: list[list[str]] | None = None,
+    shares: _Shares | None = None,
+    unlisted: list[str] | None = None,
 ) -> None:
     """Run pg_restore on the main archive (flags ``base``) and the data archives ``parts``
     (path and flags each), in sections and in parallel as ``opts.jobs`` allows (a single
-    archive's data by ``shares``, the argv of each data process, when known)."""
+    archive's data by ``shares``, when known; ``unlisted`` is ``base`` without its
+    ``--use-list``, for the post-data that follows an early one)."""
     split = any(a.role == "data" for a in manifest.artifacts)
     main_size = next(a.raw_size for a in manifest.artifacts if a.role == "main")
     if split and opts.jobs > 1:
@@ -242,9 +290,11 @@ def _restore_pg_archives(
         # then the data in shares, load from it as it grows (see .overlap).
         with _work_file(opts.work_dir, main_size, manifest) as (handle, path):
             pre = [*base, "--section=pre-data"]
-            post = [*base, "--section=post-data", f"--jobs={opts.jobs}", str(path)]
-            restore_overlapped(pre, shares, stream(main), handle, path, env)
-            _run_tool(post, _NONE, env)
+            restore_overlapped(pre, shares.data, stream(main), handle, path, env, shares.after)
+            # What ran early is left out of the final pass (by a list of its own).
+            rest = shares.final_list()
+            flags = base if rest is None else [*(unlisted or base), *rest]
+            _run_tool([*flags, "--section=post-data", f"--jobs={opts.jobs}", str(path)], _NONE, env)
         return
 
     if opts.jobs > 1 and fmt == "custom":

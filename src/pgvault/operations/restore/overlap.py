@@ -11,8 +11,12 @@ runs in three steps that follow it:
   pg_restore cannot go back, so each list keeps the archive's order, and it skips the blocks of
   entries its list leaves out (checked against pg_restore 15: ``_PrintTocData`` reads block
   headers on until it finds the one it wants);
-* once the file is whole, ``--section=post-data --jobs`` from the file: indexes and constraints
-  read no data, so the data offsets pg_dump could not write to its pipe are not needed.
+* as each share but the last is loaded, ``--section=post-data`` of the indexes and keys that
+  need only its tables (:class:`EarlyPostData`), fed like the pre-data, while the other shares
+  still load: ``pg_restore --jobs`` from a file likewise builds an index once its table is in;
+* once the file is whole, ``--section=post-data --jobs`` from the file for the rest: indexes
+  and constraints read no data, so the data offsets pg_dump could not write to its pipe are
+  not needed.
 
 Shares are dealt by the sizes the backup recorded for each table (``bytes``, else ``rows``), so
 that one dominant table gets a process to itself while the others take the rest.
@@ -126,6 +130,105 @@ def table_weights(source: Mapping[str, Any]) -> dict[tuple[str, str], int]:
         if figure is not None and int(figure) >= 0:
             out[(str(t["schema"]), str(t["name"]))] = int(figure)
     return out
+
+
+_EARLY_KINDS = frozenset({"INDEX", "CONSTRAINT"})
+"""Post-data entries that may run while other shares load: an index, or a primary key, unique
+or exclusion constraint (``FK CONSTRAINT`` is another kind), each on one table."""
+
+_PRE_DATA_KINDS = frozenset(
+    {
+        "ACCESS METHOD",
+        "AGGREGATE",
+        "CAST",
+        "COLLATION",
+        "CONVERSION",
+        "DEFAULT",
+        "DOMAIN",
+        "EXTENSION",
+        "FUNCTION",
+        "OPERATOR",
+        "OPERATOR CLASS",
+        "OPERATOR FAMILY",
+        "PROCEDURE",
+        "SCHEMA",
+        "SEQUENCE",
+        "SHELL TYPE",
+        "TEXT SEARCH CONFIGURATION",
+        "TEXT SEARCH DICTIONARY",
+        "TEXT SEARCH PARSER",
+        "TEXT SEARCH TEMPLATE",
+        "TYPE",
+    }
+)
+"""Kinds restored by the pre-data, done before any share starts: an early entry may need them."""
+
+
+class EarlyPostData:
+    """Which post-data entries may run once some shares are loaded, the others still loading.
+
+    An entry qualifies when it is an index or a non-foreign key (:data:`_EARLY_KINDS`), is
+    selected, needs at least one table, and everything it depends on is restored: every table
+    it needs has data and all of that data is in finished shares (a partitioned table, which has
+    none, and a table whose data is not restored, leave it to the final pass), and its other
+    dependencies are pre-data objects (:data:`_PRE_DATA_KINDS`) or are not in the archive (as
+    pg_restore, which ignores those). A dependency on anything else (another index: a partition
+    index's ``INDEX ATTACH``, a foreign key's referenced key) leaves it to the final pass, where
+    pg_restore orders the rest itself. Materialized view data, ACLs, triggers and rules never run
+    early. No entry is given out twice; :attr:`started` is what the final pass must leave out.
+    """
+
+    def __init__(
+        self,
+        toc: ArchiveToc,
+        selected: frozenset[int] | None,
+        shares: Sequence[Sequence[TocEntry]],
+    ) -> None:
+        self._toc = toc
+        self._selected = selected
+        self._count = len(shares)
+        self._finished: set[int] = set()
+        self.started: set[int] = set()
+        by_id = {e.dump_id: e for e in toc.entries}
+        self._by_id = by_id
+        self._share_of = {
+            e.dump_id: k for k, share in enumerate(shares) for e in share if e.has_data
+        }
+        self._data_of: dict[int, list[int]] = {}
+        for e in toc.entries:
+            if e.desc == "TABLE DATA":
+                for d in e.dependencies:
+                    if d in by_id and by_id[d].desc == "TABLE":
+                        self._data_of.setdefault(d, []).append(e.dump_id)
+
+    def after(self, share: int) -> list[TocEntry]:
+        """Share ``share`` is loaded: the entries that may run now, in the archive's order; none
+        once every share is (the final pass then runs them several at a time)."""
+        self._finished.add(share)
+        if len(self._finished) >= self._count:
+            return []
+        ready = [e for e in self._toc.entries if self._ready(e)]
+        self.started.update(e.dump_id for e in ready)
+        return ready
+
+    def _ready(self, e: TocEntry) -> bool:
+        if e.desc not in _EARLY_KINDS or e.dump_id in self.started:
+            return False
+        if self._selected is not None and e.dump_id not in self._selected:
+            return False
+        tables = 0
+        for d in e.dependencies:
+            dep = self._by_id.get(d)
+            if dep is None:
+                continue
+            if dep.desc == "TABLE":
+                blocks = self._data_of.get(d, [])
+                if not blocks or any(self._share_of.get(b) not in self._finished for b in blocks):
+                    return False
+                tables += 1
+            elif dep.desc not in _PRE_DATA_KINDS:
+                return False
+        return tables > 0
 
 
 class _Growing:
@@ -243,15 +346,22 @@ class _Tools:
         for t in self._feeders:
             t.join()
 
-    def run(self, argvs: Sequence[list[str]], growing: _Growing) -> None:
+    def run(
+        self,
+        argvs: Sequence[list[str]],
+        growing: _Growing,
+        after: Callable[[int], list[str] | None] | None = None,
+    ) -> None:
         """Run each of ``argvs`` at once, each fed the growing file; on the first failure kill
-        the others and raise it."""
-        done: queue.Queue[tuple[int, str]] = queue.Queue()
-        threads = []
-        for argv in argvs:
+        the others and raise it. Once ``argvs[i]`` has succeeded, ``after(i)`` may give one more
+        argv to run beside those still going (it is waited for too)."""
+        done: queue.Queue[tuple[int, int, str]] = queue.Queue()
+        threads: list[threading.Thread] = []
+
+        def start(index: int, argv: list[str]) -> bool:
             with self._lock:
                 if self._killed:
-                    break
+                    return False
                 try:
                     proc = subprocess.Popen(
                         argv,
@@ -265,20 +375,37 @@ class _Tools:
                     raise RestoreError(f"cannot run {argv[0]}: {exc.strerror}") from None
                 self._procs.append(proc)
             t = threading.Thread(
-                target=self._serve, args=(proc, growing, done), daemon=True, name="pgvault-feed"
+                target=self._serve,
+                args=(index, proc, growing, done),
+                daemon=True,
+                name="pgvault-feed",
             )
             t.start()
             self._feeders.append(t)
-            threads.append((argv, t))
+            threads.append(t)
+            return True
+
+        running = 0
+        for i, argv in enumerate(argvs):
+            if not start(i, argv):
+                break
+            running += 1
         failure: RestoreError | None = None
-        started = time.perf_counter()
-        for _ in threads:
-            rc, err = done.get()
-            log.debug("a pg_restore ended (%d) after %.2f s", rc, time.perf_counter() - started)
+        began = time.perf_counter()
+        extra = len(argvs)
+        while running:
+            index, rc, err = done.get()
+            running -= 1
+            log.debug("a pg_restore ended (%d) after %.2f s", rc, time.perf_counter() - began)
             if rc != 0 and failure is None:
                 failure = RestoreError(exit_description(argvs[0][0], rc, err))
                 self.kill()
-        for _argv, t in threads:
+            elif rc == 0 and failure is None and after is not None and index < len(argvs):
+                more = after(index)
+                if more is not None and start(extra, more):
+                    running += 1
+                    extra += 1
+        for t in threads:
             t.join()
         if failure is not None:
             raise failure
@@ -287,7 +414,10 @@ class _Tools:
 
     @staticmethod
     def _serve(
-        proc: subprocess.Popen[bytes], growing: _Growing, done: queue.Queue[tuple[int, str]]
+        index: int,
+        proc: subprocess.Popen[bytes],
+        growing: _Growing,
+        done: queue.Queue[tuple[int, int, str]],
     ) -> None:
         assert proc.stdin is not None
         widen_pipe(proc.stdin.fileno())
@@ -301,7 +431,7 @@ class _Tools:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
             rc = proc.wait()
-            done.put((rc, err.text()))
+            done.put((index, rc, err.text()))
 
 
 def restore_overlapped(
@@ -311,10 +441,13 @@ def restore_overlapped(
     handle: IO[bytes],
     path: Path,
     env: dict[str, str],
+    after: Callable[[int], list[str] | None] | None = None,
 ) -> None:
     """Decode ``chunks`` into the work file ``handle`` (at ``path``) while ``pre`` (pg_restore's
     pre-data argv) and then every ``data`` argv read it as it grows; return once the file is
-    whole (and closed) and the data loaded: the post-data reads the file itself.
+    whole (and closed) and the data loaded: the post-data reads the file itself. Once
+    ``data[i]`` is loaded, ``after(i)`` may give an argv to run beside the others (the early
+    post-data, :class:`EarlyPostData`).
 
     A failure of the stream (a damaged artifact) kills the pg_restores and is raised as is; a
     failure of pg_restore kills the others, then the rest of the stream is still read, so that
@@ -334,7 +467,7 @@ def restore_overlapped(
         try:
             tools.run([pre], growing)
             log.debug("%s: pre-data restored at %.2f s", path, time.perf_counter() - start)
-            tools.run(data, growing)
+            tools.run(data, growing, after)
             log.debug("%s: data loaded at %.2f s", path, time.perf_counter() - start)
         except RestoreError as failure:
             writer.join()  # to the end of the stream, where its digests are checked
