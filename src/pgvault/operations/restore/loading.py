@@ -175,9 +175,7 @@ def restore_archives(
         shares: _Shares | None = None
         if opts.jobs > 1 and fmt == "custom" and not data_parts and plans is not None:
             shares = _data_shares(plans, manifest, opts.jobs, base, Path(lists))
-        _restore_pg_archives(
-            main.path, main_base, parts, fmt, opts, stream, env, manifest, shares, base
-        )
+        _restore_pg_archives(main.path, main_base, parts, fmt, opts, stream, env, manifest, shares)
 
 
 @attrs.frozen
@@ -187,8 +185,9 @@ class _Shares:
 
     data: list[list[str]]
     after: Callable[[int], list[str] | None]
-    final_list: Callable[[], list[str] | None]
-    """The final post-data's ``--use-list`` flag once some entries ran early, else None."""
+    post_flags: Callable[[], list[str] | None]
+    """pg_restore's flags for the final post-data once some entries ran early (a use-list
+    without them), else None: the main archive's own flags then do."""
 
 
 def _data_shares(
@@ -215,7 +214,7 @@ def _data_shares(
             *_use_list(lists / f"post-after-{k}.list", listing(ready)),
         ]
 
-    def final_list() -> list[str] | None:
+    def post_flags() -> list[str] | None:
         if not early.started:
             return None
         rest = [
@@ -223,7 +222,7 @@ def _data_shares(
             for e in toc.entries
             if (selected is None or e.dump_id in selected) and e.dump_id not in early.started
         ]
-        return _use_list(lists / "post-final.list", listing(rest))
+        return [*base, *_use_list(lists / "post-final.list", listing(rest))]
 
     return _Shares(
         [
@@ -231,7 +230,7 @@ def _data_shares(
             for k, share in enumerate(shares)
         ],
         after,
-        final_list,
+        post_flags,
     )
 
 
@@ -253,12 +252,10 @@ def _restore_pg_archives(
     env: dict[str, str],
     manifest: Manifest,
     shares: _Shares | None = None,
-    unlisted: list[str] | None = None,
 ) -> None:
     """Run pg_restore on the main archive (flags ``base``) and the data archives ``parts``
     (path and flags each), in sections and in parallel as ``opts.jobs`` allows (a single
-    archive's data by ``shares``, when known; ``unlisted`` is ``base`` without its
-    ``--use-list``, for the post-data that follows an early one)."""
+    archive's data by ``shares``, when known)."""
     split = any(a.role == "data" for a in manifest.artifacts)
     main_size = next(a.raw_size for a in manifest.artifacts if a.role == "main")
     if split and opts.jobs > 1:
@@ -292,8 +289,7 @@ def _restore_pg_archives(
             pre = [*base, "--section=pre-data"]
             restore_overlapped(pre, shares.data, stream(main), handle, path, env, shares.after)
             # What ran early is left out of the final pass (by a list of its own).
-            rest = shares.final_list()
-            flags = base if rest is None else [*(unlisted or base), *rest]
+            flags = shares.post_flags() or base
             _run_tool([*flags, "--section=post-data", f"--jobs={opts.jobs}", str(path)], _NONE, env)
         return
 
