@@ -150,6 +150,45 @@ def test_a_partial_restore_in_parallel_restores_only_the_selection(
     pg_cluster.drop_database(target)
 
 
+def test_a_partial_parallel_restore_builds_early_only_what_it_selected(
+    pg_cluster: PostgresCluster,
+    source_db: str,
+    make_config: ConfigMaker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--table big and the child table with --jobs 2: two shares, the child's keys built while
+    big loads, and the final pass (its own list, without them) adds big's key and the foreign
+    key between them: exactly the two tables, with the source's rows, indexes and keys."""
+    config = _config(make_config, pg_cluster)
+    pgvault.run(config)
+    early: list[list[str]] = []
+    after = EarlyPostData.after
+
+    def watched_after(self: EarlyPostData, share: int) -> list[TocEntry]:
+        ready = after(self, share)
+        early.append([f"{e.desc} {e.tag}" for e in ready])
+        return ready
+
+    monkeypatch.setattr(EarlyPostData, "after", watched_after)
+    target = "lopsided_pair"
+    pg_cluster.drop_database(target)
+    child = '"Mixed Case"."Child ""Rows"""'
+    pgvault.restore(config, "latest", target_db=target, jobs=2, tables=("public.big", child))
+    assert len(early) == 2 and early[1] == []
+    assert not any(item.startswith("FK CONSTRAINT") for item in early[0])
+    assert not any("tiny" in item for item in early[0])
+    mine, theirs = snapshot_database(pg_cluster, target), snapshot_database(pg_cluster, source_db)
+    assert sorted(k for k in mine if not k.startswith("<")) == sorted(["public.big", child])
+    for key in ("public.big", child):
+        assert mine[key] == theirs[key]
+    indexes = [r for r in theirs["<indexes>"] if r[1] in ("big", 'Child "Rows"')]
+    keys = [r for r in theirs["<constraints>"] if r[0] in ("big", child)]
+    assert len(indexes) == 3 and len(keys) == 3  # two primary keys, child_by_big; the FK
+    assert mine["<indexes>"] == indexes
+    assert mine["<constraints>"] == keys
+    pg_cluster.drop_database(target)
+
+
 @pytest.mark.parametrize(
     ("transforms", "damage"),
     [
